@@ -1,0 +1,53 @@
+# The course's commands. `make help` lists them. Needs Python >= 3.10 (PYTHON=python3.11 to choose).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help course test lint format notebooks results student lock clean
+
+help:
+	@echo "make course     set up .venv (pinned), install adaedu, open JupyterLab on notebooks/"
+	@echo "make test       set up .venv if needed, then lint + unit tests + notebooks (smoke) + consistency"
+	@echo "make notebooks  re-execute every notebook in the cpu profile and regenerate RESULTS.md"
+	@echo "make results    regenerate RESULTS.md and the README's notebook table from results/cpu"
+	@echo "make student    write student copies (solutions removed) to student/"
+	@echo "make format     apply ruff's formatting and safe fixes"
+	@echo "make lock       re-pin requirements/constraints.txt from the current .venv"
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "adaedu needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[course,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adaedu)" >/dev/null
+	@touch $(STAMP)
+
+course: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+notebooks: $(STAMP)
+	$(BIN)/adaedu run
+
+results: $(STAMP)
+	$(BIN)/adaedu results
+
+student: $(STAMP)
+	$(BIN)/adaedu student -o student
+
+lock: $(STAMP)
+	bash scripts/lock.sh
+
+clean:
+	rm -rf $(VENV) student build dist *.egg-info .pytest_cache .ruff_cache
