@@ -45,7 +45,7 @@ def results_dir() -> Path:
         return Path(env)
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
-        if (folder / "results").is_dir() and (folder / "notebooks").is_dir():
+        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
             return folder / "results"
     return here / "adaedu-results"
 

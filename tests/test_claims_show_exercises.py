@@ -129,3 +129,9 @@ def test_describe_difference_explains_shapes_types_and_values():
     assert describe_difference(torch.tensor([1, 2]), torch.tensor([1, 3]), 0, 0).startswith(
         "values differ"
     )
+
+
+def test_one_hot_checker_rejects_labels_max_and_integer_output():
+    assert tex.q2.run_check(tex.one_hot).passed
+    assert not tex.q2.run_check(lambda y, n: torch.nn.functional.one_hot(y).float()).passed
+    assert not tex.q2.run_check(lambda y, n: torch.nn.functional.one_hot(y, n).T.float()).passed

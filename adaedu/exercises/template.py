@@ -40,3 +40,26 @@ q1 = Exercise(
     ],
     diagnose=_diagnose,
 )
+
+
+def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Float one-hot rows: ``out[i, labels[i]] = 1``."""
+    return (labels[:, None] == torch.arange(n_classes)).float()
+
+
+def _labels(gen: torch.Generator) -> tuple:
+    n_classes = int(torch.randint(3, 8, (1,), generator=gen))
+    return torch.randint(
+        0, n_classes - 1, (int(torch.randint(2, 9, (1,), generator=gen)),), generator=gen
+    ), n_classes
+
+
+q2 = Exercise(
+    title="Exercise 2 (one-hot)",
+    reference=one_hot,
+    make_inputs=_labels,
+    hints=[
+        "compare each label with torch.arange(n_classes)",
+        "use n_classes, not labels.max() + 1",
+    ],
+)
