@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help course test lint format notebooks results student lock clean
+.PHONY: help course test lint format notebooks results student lock clean benchmark-moe
 
 help:
 	@echo "make course     set up .venv (pinned), install adaedu, open JupyterLab on notebooks/"
@@ -14,12 +14,13 @@ help:
 	@echo "make student    write student copies (solutions removed) to student/"
 	@echo "make format     apply ruff's formatting and safe fixes"
 	@echo "make lock       re-pin requirements/constraints.txt from the current .venv"
+	@echo "make benchmark-moe  time adaedu's MoE dispatch against loops and HF's Mixtral block (docs/benchmarks.md)"
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "adaedu needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[course,dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[course,dev,parity]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adaedu)" >/dev/null
 	@touch $(STAMP)
 
@@ -48,6 +49,9 @@ student: $(STAMP)
 
 lock: $(STAMP)
 	bash scripts/lock.sh
+
+benchmark-moe: $(STAMP)
+	$(BIN)/python benchmarks/moe_dispatch.py
 
 clean:
 	rm -rf $(VENV) student build dist *.egg-info .pytest_cache .ruff_cache

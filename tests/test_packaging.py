@@ -17,9 +17,12 @@ CONDA_NAMES = {"torch": "pytorch"}
 
 
 def _pyproject_requirements() -> dict[str, str]:
+    """Every requirement in [project] dependencies and optional-dependencies, name -> specifier."""
     text = (course.ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    reqs = re.findall(r'^\s+"([A-Za-z0-9_.-]+)(>=[^"]+)",?$', text, re.M)
-    return {CONDA_NAMES.get(name, name).lower(): bound for name, bound in reqs}
+    project = text.split("[project]", 1)[1].split("\n[tool.", 1)[0]
+    reqs = re.findall(r'^\s+"([A-Za-z0-9_.-]+)([^"]*)",?$', project, re.M)
+    assert len(reqs) > 10, "could not read the requirements from pyproject.toml"
+    return {CONDA_NAMES.get(name, name).lower(): spec for name, spec in reqs}
 
 
 def test_environment_yml_mirrors_pyproject():
