@@ -6,6 +6,7 @@ nothing. Deterministic on the CPU under :func:`adaedu.device.seed_everything`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,11 @@ def train(
     next_batch = batches if callable(batches) else (lambda _step, it=batches: next(it))
     start = time.perf_counter()
     model.train()
-    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False)
+    quiet = not progress or os.environ.get("TQDM_DISABLE", "") not in (
+        "",
+        "0",
+    )  # `adaedu run` sets it
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=quiet, leave=False)
     for step in bar:
         out = loss_fn(model, next_batch(step))
         loss, extra = out if isinstance(out, tuple) else (out, {})
