@@ -120,8 +120,11 @@ class Exercise:
                 return CheckResult(False, f"on random input #{trial + 1} ({shapes}): {problem}")
         return CheckResult(True, f"correct on {self.trials} random inputs")
 
-    def check(self, fn: Callable) -> CheckResult:
-        """Check ``fn`` and print the verdict; under nbgrader, a failure raises AssertionError."""
+    def check(self, fn: Callable) -> None:
+        """Check ``fn`` and print the verdict; under nbgrader, a failure raises AssertionError.
+
+        Returns nothing, so that the notebook shows the verdict only; use :meth:`run_check`
+        for the result as a value."""
         result = self.run_check(fn)
         mark = "✅" if result.passed else ("⏳" if not result.implemented else "❌")
         print(f"{mark} {self.title}: {result.message}")
@@ -129,7 +132,6 @@ class Exercise:
             print("   (stuck? call .hint())")
         if os.environ.get("NBGRADER_EXECUTION") and not result.passed:
             raise AssertionError(result.message)
-        return result
 
     def hint(self, i: int | None = None) -> None:
         """Print the next hint (or hint ``i``, counting from 1)."""
