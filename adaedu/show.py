@@ -11,6 +11,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 def source_of(obj: Any) -> tuple[str, str]:
     """``(header, source)`` of a function, class, method or module defined in adaedu."""
+    obj = inspect.unwrap(obj)  # the function under a decorator such as @contextmanager
     try:
         lines, start = inspect.getsourcelines(obj)
         path = Path(inspect.getsourcefile(obj) or "").resolve()
