@@ -94,9 +94,9 @@ def execute(
 
 
 def run(paths: list[Path], smoke: bool = True) -> None:
-    import torch
-
     import tempfile
+
+    import torch
 
     scratch = tempfile.mkdtemp(prefix="adaedu-scratch-")
     for path in paths:

@@ -531,7 +531,7 @@ class HashRouter(Router):
 
 
 class ExpertChoiceRouter(Router):
-    """Expert choice (Zhou et al. 2022, Sec. 3.1, https://arxiv.org/abs/2202.09368): the experts
+    """Expert choice (Zhou et al. 2022, Sec. 3.2, https://arxiv.org/abs/2202.09368): the experts
     choose the tokens. S = Softmax(X W_g) (n x E token-to-expert scores, softmax over experts);
     G, I = TopK(S^T, k): each expert takes the k = n * c / E tokens of its group that score
     highest for it, and weighs its output by the score. c is the ``capacity_factor`` (2 in the
