@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from adaedu.lm.generate import next_token
+
 POLICIES = ("lru", "random", "belady")
 
 
@@ -65,7 +67,7 @@ class ExpertTrace:
     ``experts`` (S, T, L, k): the experts chosen for sequence s, decode step t, layer l, best
     first. ``hidden`` (S, T, L, d): the residual stream after block l (its output), the input a
     speculative guess for layer l+1 sees. ``tokens`` (S, prompt + T): the prompts and the
-    generated tokens. The decode step t processes ``tokens[:, prompt + t - 1]``.
+    generated tokens. The decode step t processes ``tokens[:, prompt + t]``.
     """
 
     experts: Tensor
@@ -93,7 +95,6 @@ def _moe_layers(model: nn.Module) -> list[nn.Module]:
     return ffns
 
 
-@torch.no_grad()
 def record_expert_trace(
     model: nn.Module,
     prompts: Tensor,
@@ -107,8 +108,6 @@ def record_expert_trace(
     Like :func:`adaedu.lm.generate`: one prefill pass for the prompts, then one token at a time;
     ``temperature=0`` is greedy, else sampling from softmax(logits / temperature).
     """
-    from adaedu.lm.generate import next_token
-
     ffns = _moe_layers(model)
     _check_int("n_new", n_new, 1)
     if not temperature >= 0:
@@ -123,8 +122,9 @@ def record_expert_trace(
         )
     outputs: list[Tensor] = []
     hooks = [b.register_forward_hook(lambda m, i, o: outputs.append(o[0])) for b in model.blocks]
-    was_training = model.training
+    was_training, grad_was_enabled = model.training, torch.is_grad_enabled()
     model.eval()
+    torch.set_grad_enabled(False)  # inference only
     try:
         cache = model.new_cache()
         logits = model(prompts, cache=cache).logits[:, -1]  # prefill: not recorded
@@ -140,10 +140,11 @@ def record_expert_trace(
         for h in hooks:
             h.remove()
         model.train(was_training)
+        torch.set_grad_enabled(grad_was_enabled)
     return ExpertTrace(
         experts=torch.stack(experts, dim=1).cpu(),
         hidden=torch.stack(hidden, dim=1).float().cpu(),
-        tokens=torch.cat(tokens[:-1], dim=1).cpu(),
+        tokens=torch.cat(tokens, dim=1).cpu(),
         n_experts=ffns[0].n_experts,
     )
 
@@ -219,9 +220,11 @@ def simulate_cache(
 
 
 def chance_hit_rate(n_experts: int, capacity: int) -> float:
-    """Hit rate if every token drew its k experts uniformly at random: each needed expert is one
-    of the E experts, equally likely, whatever the cache holds, so it is cached with probability
-    capacity / E, for any k and any policy (once the cache is full)."""
+    """Hit rate if every token drew its k experts uniformly at random and capacity >= k: the
+    cache before token t holds ``capacity`` experts independent of the token's choice, and each
+    needed expert is one of the E, equally likely, so it is cached with probability capacity / E,
+    for any policy (once the cache is full). (With capacity < k the token's own experts evict
+    each other, and the rate is lower: 1 / (2E) for capacity 1 and k = 2.)"""
     _check_int("n_experts", n_experts, 1)
     _check_int("capacity", capacity, 1, n_experts)
     return capacity / n_experts
@@ -281,7 +284,6 @@ def cache_study(
 # --- speculative prefetch -------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def speculative_guesses(model: nn.Module, trace: ExpertTrace, ahead: int = 1) -> Tensor:
     """Guess layer l's experts from the hidden state ``ahead`` layers earlier (the paper's
     Sec. 3.2): ``TopK(router_l(RMSNorm_l(h_{l - ahead})))``, where h_j is block j's output and
@@ -297,7 +299,8 @@ def speculative_guesses(model: nn.Module, trace: ExpertTrace, ahead: int = 1) ->
     for layer in range(ahead, L):
         block = model.blocks[layer]
         h = trace.hidden[:, :, layer - ahead].to(device)  # (S, T, d)
-        routing = ffns[layer].router(block.ffn_norm(h))  # groups = sequences
+        with torch.no_grad():
+            routing = ffns[layer].router(block.ffn_norm(h))  # groups = sequences
         guesses[:, :, layer] = routing.chosen.reshape(S, T, k).cpu()
     model.train(was_training)
     return guesses
@@ -327,7 +330,10 @@ def tokens_per_second(
     """A simple latency model of offloaded decoding at batch size 1: each token costs the
     compute time plus one expert transfer per miss, done one after the other (no overlap):
     tokens/s = 1 / (compute + misses * transfer)."""
-    for name, value in (("compute_seconds", compute_seconds), ("transfer_seconds", transfer_seconds)):
+    for name, value in (
+        ("compute_seconds", compute_seconds),
+        ("transfer_seconds", transfer_seconds),
+    ):
         if not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name}={value!r}; allowed values: a number >= 0")
     misses = torch.as_tensor(misses_per_token, dtype=torch.float64)
@@ -360,3 +366,34 @@ def copy_seconds(n_bytes: int, device: torch.device | str, repeats: int = 5) -> 
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def prefetch_split(
+    trace: ExpertTrace, guesses: Tensor, capacity: int, policy: str = "lru", seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Split the cache misses of every layer into those the speculative guess had predicted
+    (their copy could start one layer early) and the others. Returns (unguessed, guessed), each
+    (L,): misses per token and layer, averaged over the trace."""
+    if guesses.shape[:-1] != trace.experts.shape[:-1]:
+        raise ValueError("guesses must come from speculative_guesses(model, trace, ...)")
+    S, T, L, _ = trace.experts.shape
+    generator = torch.Generator().manual_seed(seed)
+    unguessed, guessed = torch.zeros(L), torch.zeros(L)
+    for s in range(S):
+        for layer in range(L):
+            used = trace.experts[s, :, layer]
+            missed = simulate_cache(used, capacity, policy, trace.n_experts, generator)
+            hit_guess = (used.unsqueeze(-1) == guesses[s, :, layer].unsqueeze(-2)).any(-1)
+            guessed[layer] += (missed & hit_guess).sum()
+            unguessed[layer] += (missed & ~hit_guess).sum()
+    return unguessed / (S * T), guessed / (S * T)
+
+
+def layer_seconds(
+    unguessed: Tensor, guessed: Tensor, compute_seconds: float, transfer_seconds: float
+) -> Tensor:
+    """Time of one layer per token when guessed misses are copied during the previous layer's
+    compute: compute + unguessed * transfer + max(0, guessed * transfer - compute). Optimistic:
+    wrong guesses are assumed to cost nothing (they would compete for the same bus)."""
+    hidden = torch.clamp(guessed * transfer_seconds - compute_seconds, min=0.0)
+    return compute_seconds + unguessed * transfer_seconds + hidden
