@@ -12,7 +12,11 @@ and the MoE library that the later notebooks of the chapter share (import from t
 - :mod:`adaedu.moe.dispatch`  sorted dispatch (one matrix product per expert), reference loops;
 - :mod:`adaedu.moe.losses`    Switch load balancing, router z-loss, importance and load;
 - :mod:`adaedu.moe.stats`     routing statistics (load, drops, entropy, experts per token);
-- :mod:`adaedu.moe.layer`     ``MoEFeedForward`` for the tiny LM's FFN slot, ``MixtralMoE``.
+- :mod:`adaedu.moe.layer`     ``MoEFeedForward`` for the tiny LM's FFN slot, ``MixtralMoE``;
+
+and the experiment helpers of each notebook: :mod:`adaedu.moe.switch_lm` (2.2),
+:mod:`adaedu.moe.hashing` (2.3), :mod:`adaedu.moe.expert_choice_experiments` (2.5),
+:mod:`adaedu.moe.offload` (2.13), :mod:`adaedu.moe.mixtral` (2.15).
 """
 
 from adaedu.moe.noisy_topk import (

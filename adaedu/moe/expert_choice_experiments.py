@@ -229,7 +229,11 @@ def evaluate_lm(model: TinyLM, batches: Sequence[Sequence[Tensor]]) -> LMEval:
         out = model(batch[0], targets=batch[1])
         losses.append(out.loss.item())
         stats = [moe_stats(a.routing) for a in _moe_auxes(out.aux)]
-        layer_stats = stats if layer_stats is None else [_pool(a, b) for a, b in zip(layer_stats, stats, strict=True)]
+        layer_stats = (
+            stats
+            if layer_stats is None
+            else [_pool(a, b) for a, b in zip(layer_stats, stats, strict=True)]
+        )
     model.train(was_training)
     return LMEval(sum(losses) / len(losses), layer_stats or [])
 
@@ -255,7 +259,6 @@ def _pool(a: MoEStats, b: MoEStats) -> MoEStats:
     )
 
 
-@torch.no_grad()
 def future_leak(model: nn.Module, idx: Tensor, position: int, new_token: int) -> Tensor:
     """How much the logits at positions < ``position`` change when the token at ``position`` is
     replaced by ``new_token``: the max absolute change per earlier position, shape (position,).
@@ -271,8 +274,9 @@ def future_leak(model: nn.Module, idx: Tensor, position: int, new_token: int) ->
     model.eval()
     changed = idx.clone()
     changed[:, position] = new_token
-    before = model(idx).logits[:, :position]
-    after = model(changed).logits[:, :position]
+    with torch.no_grad():
+        before = model(idx).logits[:, :position]
+        after = model(changed).logits[:, :position]
     model.train(was_training)
     return (after - before).abs().amax(dim=(0, 2))
 
@@ -330,7 +334,9 @@ def expert_choice_gates(logits: Tensor, capacity_factor: float) -> Tensor:
         raise ValueError("logits must be a 2-d tensor (tokens n, experts E)")
     n, n_experts = logits.shape
     if not isinstance(capacity_factor, (int, float)) or not 0 < capacity_factor <= n_experts:
-        raise ValueError(f"capacity_factor={capacity_factor!r}; allowed values: 0 < c <= {n_experts}")
+        raise ValueError(
+            f"capacity_factor={capacity_factor!r}; allowed values: 0 < c <= {n_experts}"
+        )
     scores = torch.softmax(logits.float(), dim=-1)  # eq. 1: S, softmax over the experts
     k = min(n, math.ceil(round(n * capacity_factor / n_experts, 6)))  # k = n c / E
     gate, index = scores.t().topk(k, dim=-1)  # eq. 2: G, I = TopK(S^T, k), (E, k)
