@@ -1,0 +1,154 @@
+"""PonderNet (Banino, Balaguer & Blundell 2021, arXiv:2107.05407).
+
+A step function runs on the input for n = 1..N_max steps, each giving a prediction y_n and a
+conditional halting probability lambda_n (Sec. 2.1). The unconditional probability of halting at
+step n is p_n = lambda_n prod_{j<n} (1 - lambda_j). lambda is set to 1 at the last
+step so that p sums to 1. Training minimises the expected reconstruction loss
+L_rec = sum_n p_n L(y, y_n) plus beta KL(p || p_G(lambda_p)), where p_G is a geometric prior
+truncated to 1..N_max and renormalised. At evaluation the halting step is sampled:
+at each step the network halts with probability lambda_n, so it runs only the steps it needs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from adaedu.halting.baselines import cell_step_flops, make_cell, with_flag
+
+
+class PonderOutput(NamedTuple):
+    """``y``: (B, N, d_out) predictions of every step; ``lambdas``: (B, N) conditional halting
+    probabilities (last one forced to 1); ``p``: (B, N) halting distribution."""
+
+    y: Tensor
+    lambdas: Tensor
+    p: Tensor
+
+
+class SampledOutput(NamedTuple):
+    """Evaluation with a sampled halting step: ``y`` (B, d_out) the prediction at the halting
+    step, ``steps`` (B,) how many steps each example ran (the compute actually spent)."""
+
+    y: Tensor
+    steps: Tensor
+
+
+def halting_probabilities(lambdas: Tensor) -> Tensor:
+    """p_n = lambda_n prod_{j<n} (1 - lambda_j), with lambda_N = 1 at the last step.
+
+    ``lambdas``: (B, N) in [0, 1]. Forcing the last lambda to 1 gives the leftover probability
+    of never halting to step N, so that every row sums to 1.
+    """
+    if lambdas.dim() != 2:
+        raise ValueError(f"lambdas has shape {tuple(lambdas.shape)}; allowed: (batch, steps)")
+    lam = torch.cat([lambdas[:, :-1], torch.ones_like(lambdas[:, -1:])], dim=1)
+    survive = torch.cumprod(1 - lam, dim=1)  # prod_{j<=n} (1 - lambda_j)
+    before = torch.cat([torch.ones_like(survive[:, :1]), survive[:, :-1]], dim=1)  # prod_{j<n}
+    return lam * before
+
+
+def truncated_geometric(lambda_p: float, n_max: int) -> Tensor:
+    """The prior p_G(n) = lambda_p (1 - lambda_p)^(n-1) on n = 1..n_max, renormalised to sum 1."""
+    if not 0.0 < lambda_p <= 1.0:
+        raise ValueError(f"lambda_p={lambda_p}; allowed values: 0 < lambda_p <= 1")
+    if n_max < 1:
+        raise ValueError(f"n_max={n_max}; allowed values: >= 1")
+    n = torch.arange(n_max, dtype=torch.float64)
+    prior = lambda_p * (1 - lambda_p) ** n
+    return (prior / prior.sum()).float()
+
+
+def kl_divergence(p: Tensor, prior: Tensor) -> Tensor:
+    """KL(p || prior) = sum_n p_n (log p_n - log prior_n) per row (the paper's direction: p first).
+
+    Terms with p_n = 0 contribute 0: log p is taken of p clamped at 1e-12, so that neither the
+    value nor the gradient (log p + 1) is infinite when p_n underflows to 0. ``prior`` must be
+    positive.
+    Swapping the arguments, KL(prior || p), is a different loss (and one public implementation's
+    mistake): it explodes wherever p_n goes to 0 under a positive prior.
+    """
+    if (prior <= 0).any():
+        raise ValueError("prior must be positive everywhere")
+    prior = prior.to(p.device).expand_as(p)
+    return (p * (p.clamp_min(1e-12).log() - prior.log())).sum(dim=-1)
+
+
+def ponder_loss(
+    step_losses: Tensor, p: Tensor, lambda_p: float, beta: float
+) -> tuple[Tensor, Tensor]:
+    """PonderNet's loss: L_rec = mean over the batch of sum_n p_n L(y, y_n), and
+    L_reg = beta mean KL(p || p_G(lambda_p)). ``step_losses``: (B, N) loss of each step's
+    prediction. Returns ``(L_rec, L_reg)``; train on their sum."""
+    if beta < 0:
+        raise ValueError(f"beta={beta}; allowed values: >= 0")
+    if step_losses.shape != p.shape:
+        raise ValueError(f"step_losses {tuple(step_losses.shape)} and p {tuple(p.shape)} differ")
+    rec = (p * step_losses).sum(dim=1).mean()
+    reg = beta * kl_divergence(p, truncated_geometric(lambda_p, p.shape[1])).mean()
+    return rec, reg
+
+
+class PonderNet(nn.Module):
+    """A recurrent step function (tanh RNN or GRU cell) with PonderNet's halting head.
+
+    ``forward`` unrolls all ``n_max`` steps (training needs every p_n); ``sample`` runs at
+    evaluation and stops each example at a halting step drawn from lambda_n.
+    """
+
+    def __init__(
+        self, d_in: int, hidden: int, d_out: int, n_max: int = 20, cell: str = "rnn"
+    ) -> None:
+        super().__init__()
+        if n_max < 1:
+            raise ValueError(f"n_max={n_max}; allowed values: >= 1")
+        self.d_in, self.hidden, self.d_out, self.n_max, self.cell_kind = (
+            d_in,
+            hidden,
+            d_out,
+            n_max,
+            cell,
+        )
+        self.cell = make_cell(d_in, hidden, cell)
+        self.out = nn.Linear(hidden, d_out)
+        self.halt = nn.Linear(hidden, 1)
+
+    def _step(self, x: Tensor, s: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        s = self.cell(with_flag(x, n == 1), s)
+        return s, self.out(s), torch.sigmoid(self.halt(s)).squeeze(-1)
+
+    def forward(self, x: Tensor) -> PonderOutput:
+        s = x.new_zeros(x.shape[0], self.hidden)
+        ys, lams = [], []
+        for n in range(1, self.n_max + 1):
+            s, y, lam = self._step(x, s, n)
+            ys.append(y)
+            lams.append(lam)
+        lambdas = torch.stack(lams, dim=1)
+        return PonderOutput(torch.stack(ys, dim=1), lambdas, halting_probabilities(lambdas))
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> SampledOutput:
+        """Run until each example halts: at step n it halts with probability lambda_n (1 at
+        n_max). Examples that halted are not updated again; the loop ends when all have."""
+        batch = x.shape[0]
+        s = x.new_zeros(batch, self.hidden)
+        y_out = x.new_zeros(batch, self.d_out)
+        steps = x.new_zeros(batch)
+        running = torch.ones(batch, dtype=torch.bool, device=x.device)
+        for n in range(1, self.n_max + 1):
+            s, y, lam = self._step(x, s, n)
+            u = torch.rand(batch, generator=generator).to(x.device)
+            halt_now = running & ((u < lam) | (n == self.n_max))
+            y_out = torch.where(halt_now[:, None], y, y_out)
+            steps = torch.where(halt_now, torch.full_like(steps, n), steps)
+            running = running & ~halt_now
+            if not running.any():
+                break
+        return SampledOutput(y_out, steps)
+
+    def step_flops(self) -> int:
+        """FLOPs of one step: the cell, the output layer and the halting unit."""
+        return cell_step_flops(self.d_in, self.hidden, self.d_out, self.cell_kind) + 2 * self.hidden
