@@ -1,0 +1,341 @@
+"""An LLM cascade with a learned reliability scorer, at laptop scale (notebook 5.3).
+
+Chen, Zaharia & Zou (2023), *FrugalGPT: How to Use Large Language Models While Reducing Cost and
+Improving Performance*, https://arxiv.org/abs/2305.05176, Section 3 ("LLM cascade"). A list of
+models of increasing cost answers a query in turn; after model ``i`` answers, a scoring function
+``g(q, a) in [0, 1]`` estimates how reliable the answer is, and the cascade stops and returns
+it if ``g > tau_i``; the last model always answers. The cost of a query is the sum of the costs
+of the models it visited. The paper chooses the models, their order and the thresholds by
+solving (eq. 1) on training data:
+
+    max_{L, tau}  E[ r(a, f_L(q)) ]   subject to   E[ c(L, tau, q) ] <= b
+
+Here the "APIs" are digit classifiers of increasing size trained in the notebook (no LLM, no
+download), their price is their measured forward FLOPs per query, and the search is a grid search
+over thresholds for every subset of the models kept in increasing-cost order (the paper also
+searches other orders and uses a mixed-integer solver).
+
+- :func:`load_frugal_splits`, :func:`make_models`, :func:`fit_classifier`, :func:`predict_proba`
+  the "APIs": models, four disjoint splits;
+- :func:`answer_features`, :func:`fit_scorer`, :func:`scorer_probability` the scorer ``g``;
+- :func:`route`, :func:`evaluate_cascade` the cascade itself (stop rule and cost);
+- :func:`search_thresholds`, :func:`cheapest_meeting`, :func:`pareto_front` the optimisation;
+- :func:`run_frugal` the whole experiment for one seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adaedu.compute import forward_flops
+
+#: Sizes of the four disjoint splits of the 1797 digits (the rest is the test split).
+SPLIT_SIZES = {"train": 700, "scorer": 300, "validation": 300}
+MODEL_NAMES = ("linear", "MLP", "CNN")
+CANVAS = 10
+
+
+@dataclass
+class Split:
+    """Digit images ``x`` (n, canvas, canvas), pixels in [0, 1], and labels ``y`` (n,)."""
+
+    x: Tensor
+    y: Tensor
+
+
+def shift_into_canvas(images: Tensor, canvas: int, gen: torch.Generator) -> Tensor:
+    """Paste each (8, 8) image at a random offset into a zero ``canvas x canvas`` image: a
+    harder task on which capacity (and translation equivariance) pays, so that the three models
+    differ in quality as well as in cost."""
+    if canvas < 8:
+        raise ValueError(f"canvas={canvas}; allowed values: >= 8")
+    out = images.new_zeros(len(images), canvas, canvas)
+    offsets = torch.randint(0, canvas - 7, (len(images), 2), generator=gen)
+    for i, (r, c) in enumerate(offsets.tolist()):
+        out[i, r : r + 8, c : c + 8] = images[i]
+    return out
+
+
+def load_frugal_splits(
+    seed: int = 0, canvas: int = CANVAS, train_copies: int = 4
+) -> dict[str, Split]:
+    """sklearn's bundled digits, shuffled with ``seed`` and cut into four disjoint splits:
+    ``train`` (fits the models), ``scorer`` (fits g), ``validation`` (chooses the thresholds),
+    ``test`` (reports); sizes in :data:`SPLIT_SIZES`, test = the remaining 497 images. Every
+    image is shifted at random into a ``canvas``-sized image (:func:`shift_into_canvas`); the
+    training images appear ``train_copies`` times with different shifts (augmentation)."""
+    from sklearn.datasets import load_digits
+
+    if train_copies < 1:
+        raise ValueError(f"train_copies={train_copies}; allowed values: >= 1")
+    digits = load_digits()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.tensor(digits.images, dtype=torch.float32) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=gen)
+    x, y = x[order], y[order]
+    splits, start = {}, 0
+    for name, size in [*SPLIT_SIZES.items(), ("test", len(y))]:
+        xs, ys = x[start : start + size], y[start : start + size]
+        copies = train_copies if name == "train" else 1
+        xs, ys = xs.repeat(copies, 1, 1), ys.repeat(copies)
+        splits[name] = Split(shift_into_canvas(xs, canvas, gen), ys)
+        start += size
+    return splits
+
+
+class _Flatten(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+def make_models(canvas: int = CANVAS, hidden: int = 256, channels: int = 16) -> list[nn.Module]:
+    """Three classifiers of increasing capacity and cost, all taking (B, canvas, canvas) images:
+    multinomial logistic regression, a one-hidden-layer MLP, and a two-layer CNN."""
+    if hidden < 1 or channels < 1:
+        raise ValueError(f"hidden={hidden}, channels={channels}; allowed values: >= 1")
+    pixels = canvas * canvas
+    linear = nn.Sequential(_Flatten(), nn.Linear(pixels, 10))
+    mlp = nn.Sequential(_Flatten(), nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    cnn = nn.Sequential(
+        nn.Unflatten(1, (1, canvas)),
+        nn.Conv2d(1, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(channels, 2 * channels, 3, padding=1),
+        nn.ReLU(),
+        _Flatten(),
+        nn.Linear(2 * channels * pixels, 10),
+    )
+    return [linear, mlp, cnn]
+
+
+def fit_classifier(
+    model: nn.Module,
+    data: Split,
+    epochs: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> nn.Module:
+    """Adam on the cross-entropy, ``epochs`` passes over ``data`` in shuffled mini-batches."""
+    if epochs < 0:
+        raise ValueError(f"epochs={epochs}; allowed values: >= 0")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(data.y), generator=gen).split(batch_size):
+            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: Tensor) -> Tensor:
+    """Class probabilities (n, 10) of ``model`` on images ``x``."""
+    return model.eval()(x).softmax(-1)
+
+
+def answer_features(probs: Tensor, x: Tensor | None = None) -> Tensor:
+    """Features of (query, answer) for the scorer: max probability, margin between the top two
+    probabilities, entropy (nats), the answer as a one-hot vector, and (if given) the query's
+    pixels. The paper's scorer is a DistilBERT on the text of query and answer; ours sees the
+    answering model's output distribution and the query."""
+    if probs.dim() != 2 or probs.shape[1] < 2:
+        raise ValueError(f"probs.shape={tuple(probs.shape)}; allowed: (n, n_classes >= 2)")
+    top2 = probs.topk(2, dim=-1).values
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+    answer = F.one_hot(probs.argmax(-1), probs.shape[1]).float()
+    parts = [top2[:, :1], top2[:, :1] - top2[:, 1:], entropy[:, None], answer]
+    if x is not None:
+        parts.append(x.flatten(1))
+    return torch.cat(parts, dim=1)
+
+
+@dataclass
+class Scorer:
+    """Logistic regression ``g(q, a) = sigmoid(w . standardise(phi(q, a)) + b)``."""
+
+    weight: Tensor
+    bias: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __call__(self, features: Tensor) -> Tensor:
+        return scorer_probability(self, features)
+
+
+def fit_scorer(
+    features: Tensor, correct: Tensor, steps: int = 300, weight_decay: float = 1e-2
+) -> Scorer:
+    """Fit the reliability scorer on a split the models never saw: a logistic regression that
+    predicts ``correct`` (1 if the model's answer equals the label) from ``features``."""
+    if len(features) != len(correct):
+        raise ValueError(f"len(features)={len(features)} != len(correct)={len(correct)}")
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    z = (features - mean) / std
+    w = torch.zeros(z.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    target = correct.float()
+    for _ in range(steps):
+        loss = F.binary_cross_entropy_with_logits(z @ w + b, target)
+        loss = loss + weight_decay * (w**2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return Scorer(w.detach(), b.detach(), mean, std)
+
+
+def scorer_probability(scorer: Scorer, features: Tensor) -> Tensor:
+    """``g(q, a)`` in [0, 1] for each row of ``features``."""
+    z = (features - scorer.mean) / scorer.std
+    return torch.sigmoid(z @ scorer.weight + scorer.bias)
+
+
+def route(scores: Tensor, thresholds: Tensor) -> Tensor:
+    """The cascade's stop rule (FrugalGPT Section 3): the index of the stage that answers each
+    query, the first ``i`` with ``g_i > tau_i``, or the last stage if none.
+
+    ``scores`` (k, n): the scorer's value for stage i's answer to query j; ``thresholds`` (k - 1,):
+    one per stage except the last, which always answers."""
+    k = scores.shape[0]
+    if thresholds.shape != (k - 1,):
+        raise ValueError(f"thresholds.shape={tuple(thresholds.shape)}; allowed: ({k - 1},)")
+    accept = scores[:-1] > thresholds[:, None]  # (k-1, n): stage i would stop
+    accept = torch.cat([accept, torch.ones_like(scores[:1], dtype=torch.bool)])
+    return accept.float().argmax(0)  # first True (argmax returns the first maximum)
+
+
+@dataclass
+class CascadeResult:
+    """Per-query outcome of one cascade: answering stage, correctness, cost (sum of visited)."""
+
+    stage: Tensor
+    correct: Tensor
+    cost: Tensor
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct.float().mean().item()
+
+    @property
+    def mean_cost(self) -> float:
+        return self.cost.mean().item()
+
+
+def evaluate_cascade(
+    correct: Tensor, scores: Tensor, costs: Tensor, thresholds: Tensor
+) -> CascadeResult:
+    """Run the cascade on recorded answers: ``correct``/``scores`` (k, n) per stage and query,
+    ``costs`` (k,) per stage. A query answered by stage i paid ``costs[0] + ... + costs[i]``."""
+    if correct.shape != scores.shape or costs.shape != (scores.shape[0],):
+        raise ValueError(
+            f"shapes correct={tuple(correct.shape)}, scores={tuple(scores.shape)}, "
+            f"costs={tuple(costs.shape)}; allowed: (k, n), (k, n), (k,)"
+        )
+    stage = route(scores, thresholds)
+    paid = costs.cumsum(0)[stage]  # every visited model is paid
+    return CascadeResult(stage, correct[stage, torch.arange(scores.shape[1])], paid)
+
+
+@dataclass
+class Config:
+    """One cascade: the models used (indices into the full list, increasing cost), the
+    thresholds of all but the last, and its accuracy and mean cost on the split evaluated."""
+
+    models: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    accuracy: float
+    mean_cost: float
+
+
+def search_thresholds(correct: Tensor, scores: Tensor, costs: Tensor, grid: Tensor) -> list[Config]:
+    """Every cascade over every non-empty subset of the models, kept in increasing-cost order,
+    with every combination of thresholds from ``grid``: our simplification of the paper's
+    optimisation (eq. 1), which also searches orders and uses a solver. Single models are the
+    one-element subsets."""
+    k = scores.shape[0]
+    found = []
+    for size in range(1, k + 1):
+        for models in itertools.combinations(range(k), size):
+            idx = list(models)
+            for taus in itertools.product(grid.tolist(), repeat=size - 1):
+                res = evaluate_cascade(correct[idx], scores[idx], costs[idx], torch.tensor(taus))
+                found.append(Config(models, tuple(taus), res.accuracy, res.mean_cost))
+    return found
+
+
+def cheapest_meeting(configs: list[Config], target: float) -> Config:
+    """The cheapest configuration whose accuracy is at least ``target`` (ties: more accurate)."""
+    ok = [c for c in configs if c.accuracy >= target]
+    if not ok:
+        raise ValueError(f"target={target}; no configuration reaches it")
+    return min(ok, key=lambda c: (c.mean_cost, -c.accuracy))
+
+
+def pareto_front(configs: list[Config]) -> list[Config]:
+    """The configurations no other one beats on both cost and accuracy, by increasing cost."""
+    front, best = [], -1.0
+    for c in sorted(configs, key=lambda c: (c.mean_cost, -c.accuracy)):
+        if c.accuracy > best:
+            front.append(c)
+            best = c.accuracy
+    return front
+
+
+@dataclass
+class FrugalRun:
+    """Everything the notebook plots for one seed."""
+
+    costs: Tensor  # (3,) FLOPs per query of each model
+    correct: dict[str, Tensor]  # split -> (3, n) bool
+    scores: dict[str, Tensor]  # split -> (3, n) g values
+    configs: list[Config]  # all cascades, scored on validation
+    best_model: int  # index of the best single model on validation
+    chosen: Config  # the operating point, chosen on validation
+
+
+def run_frugal(seed: int, epochs: int, grid: Tensor, scorer_steps: int = 300) -> FrugalRun:
+    """The notebook's experiment for one seed: split, train the three models on ``train``, fit
+    one scorer per model on ``scorer``, search thresholds on ``validation``, and choose the
+    cheapest cascade whose validation accuracy reaches the best single model's."""
+    torch.manual_seed(seed)
+    splits = load_frugal_splits(seed)
+    models = [fit_classifier(m, splits["train"], epochs, seed=seed) for m in make_models()]
+    probe = splits["test"].x[:8]
+    costs = torch.tensor([forward_flops(m, probe) for m in models])
+    correct, feats = {}, {}
+    for name in ("scorer", "validation", "test"):
+        s = splits[name]
+        probs = [predict_proba(m, s.x) for m in models]
+        correct[name] = torch.stack([p.argmax(-1) == s.y for p in probs])
+        feats[name] = [answer_features(p, s.x) for p in probs]
+    scorers = [fit_scorer(feats["scorer"][i], correct["scorer"][i], scorer_steps) for i in range(3)]
+    scores = {
+        name: torch.stack([scorers[i](feats[name][i]) for i in range(3)])
+        for name in ("validation", "test")
+    }
+    configs = search_thresholds(correct["validation"], scores["validation"], costs, grid)
+    val_acc = correct["validation"].float().mean(1)
+    best = int(max(range(3), key=lambda i: (val_acc[i].item(), i)))
+    chosen = cheapest_meeting(configs, val_acc[best].item())
+    return FrugalRun(costs, correct, scores, configs, best, chosen)
+
+
+def on_split(run: FrugalRun, config: Config, split: str = "test") -> CascadeResult:
+    """Evaluate ``config`` (chosen elsewhere) on the recorded answers of ``split``."""
+    idx = list(config.models)
+    return evaluate_cascade(
+        run.correct[split][idx],
+        run.scores[split][idx],
+        run.costs[idx],
+        torch.tensor(config.thresholds),
+    )
