@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help course test lint format notebooks results student lock clean benchmark-moe
+.PHONY: help course test lint format notebooks results student lock clean benchmark-moe benchmark-speculative
 
 help:
 	@echo "make course     set up .venv (pinned), install adaedu, open JupyterLab on notebooks/"
@@ -15,6 +15,7 @@ help:
 	@echo "make format     apply ruff's formatting and safe fixes"
 	@echo "make lock       re-pin requirements/constraints.txt from the current .venv"
 	@echo "make benchmark-moe  time adaedu's MoE dispatch against loops and HF's Mixtral block (docs/benchmarks.md)"
+	@echo "make benchmark-speculative  speculative vs plain sampling, measured vs theory (docs/benchmarks.md)"
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "adaedu needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
@@ -52,6 +53,9 @@ lock: $(STAMP)
 
 benchmark-moe: $(STAMP)
 	$(BIN)/python benchmarks/moe_dispatch.py
+
+benchmark-speculative: $(STAMP)
+	$(BIN)/python benchmarks/speculative.py
 
 clean:
 	rm -rf $(VENV) student build dist *.egg-info .pytest_cache .ruff_cache
