@@ -179,3 +179,19 @@ def test_q2():
     assert not r.passed and "KL(prior || p)" in r.message
     r = ex.q2.run_check(unnormalised)
     assert not r.passed and "normalised" in r.message
+
+
+def test_halt_at_threshold_stops_at_the_first_step_reaching_it():
+    from adaedu.halting.ponder import PonderOutput, halt_at_threshold
+
+    lambdas = torch.tensor([[0.5, 0.5, 1.0], [0.1, 0.9, 1.0]])
+    p = halting_probabilities(lambdas)  # rows: [0.5, 0.25, 0.25], [0.1, 0.81, 0.09]
+    y = torch.arange(6, dtype=torch.float32).view(2, 3, 1)
+    out = PonderOutput(y, lambdas, p)
+    low = halt_at_threshold(out, 0.5)
+    assert low.steps.tolist() == [1, 2] and low.y.squeeze(-1).tolist() == [0.0, 4.0]
+    high = halt_at_threshold(out, 0.95)
+    assert high.steps.tolist() == [3, 3] and high.y.squeeze(-1).tolist() == [2.0, 5.0]
+    assert halt_at_threshold(out, 1.0).steps.tolist() == [3, 3]
+    with pytest.raises(ValueError, match="threshold=0"):
+        halt_at_threshold(out, 0.0)

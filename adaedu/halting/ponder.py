@@ -152,3 +152,22 @@ class PonderNet(nn.Module):
     def step_flops(self) -> int:
         """FLOPs of one step: the cell, the output layer and the halting unit."""
         return cell_step_flops(self.d_in, self.hidden, self.d_out, self.cell_kind) + 2 * self.hidden
+
+
+@torch.no_grad()
+def halt_at_threshold(out: PonderOutput, threshold: float) -> SampledOutput:
+    """Deterministic halting, an alternative to sampling n ~ p at evaluation: stop at the first
+    step n whose cumulative halting probability sum_{j<=n} p_j reaches ``threshold``.
+
+    The decision at step n uses lambda_1..lambda_n only, so a model halted this way runs exactly
+    ``steps`` steps. A low threshold stops early (less compute), a high one late; at threshold 1
+    every example runs until lambda_N = 1 forces the stop.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold={threshold!r}; allowed values: 0 < threshold <= 1")
+    cumulative = out.p.cumsum(dim=1)  # sum_{j<=n} p_j, reaches 1 at the last step
+    reached = cumulative >= threshold - 1e-6  # tolerance: the float sum of p may end at 1 - 1e-7
+    reached[:, -1] = True
+    steps = reached.float().argmax(dim=1) + 1  # first step that reaches the threshold
+    y = out.y[torch.arange(out.y.shape[0], device=out.y.device), steps - 1]
+    return SampledOutput(y, steps)
