@@ -334,3 +334,38 @@ def text_corpus(
         d: torch.tensor(tokenizer.encode(text_of(d, split)), dtype=torch.long) for d in domains
     }
     return TextCorpus(tokens, tokenizer, split)
+
+
+# --- sklearn's bundled digits -----------------------------------------------------------------
+
+
+def load_digits_split(
+    test_fraction: float, seed: int = 0, images: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sklearn's bundled digits (1,797 images of 8x8 pixels, values 0-16, no download), split
+    stratified by class with ``seed``; pixels standardised with the training set's mean and std.
+
+    Returns ``(x_train, y_train, x_test, y_test)``: images of shape (n, 8, 8) if ``images``, else
+    flat (n, 64) rows; labels as int64.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction={test_fraction!r}; allowed values: 0 < fraction < 1")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        digits.images if images else digits.data,
+        digits.target,
+        test_size=test_fraction,
+        stratify=digits.target,
+        random_state=seed,
+    )
+    x_tr, x_te = (torch.tensor(a, dtype=torch.float32) for a in (x_tr, x_te))
+    mean, std = x_tr.mean(), x_tr.std()
+    return (
+        (x_tr - mean) / std,
+        torch.tensor(y_tr, dtype=torch.long),
+        (x_te - mean) / std,
+        torch.tensor(y_te, dtype=torch.long),
+    )

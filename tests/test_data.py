@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from adaedu import data
 
@@ -87,3 +88,12 @@ def test_text_files_load_offline_through_datasets(tmp_path):
 def test_manifest_is_what_the_build_script_writes():
     text = (data._data_dir() / "MANIFEST.json").read_text()
     assert json.loads(text)["peterson_barney_1952.csv"]["rows"] == 1520
+
+
+def test_digits_split_is_stratified_standardised_and_checked():
+    x_tr, y_tr, x_te, y_te = data.load_digits_split(0.25, seed=0, images=True)
+    assert x_tr.shape[1:] == (8, 8) and len(x_tr) + len(x_te) == 1797
+    assert abs(x_tr.mean().item()) < 1e-5 and abs(x_tr.std().item() - 1) < 1e-4
+    assert y_tr.dtype == torch.long and set(y_te.tolist()) == set(range(10))
+    with pytest.raises(ValueError, match="test_fraction=1.0"):
+        data.load_digits_split(1.0)

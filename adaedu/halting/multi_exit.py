@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaedu.compute import forward_flops
+from adaedu.data import load_digits_split
 from adaedu.train import History, train
 
 # ----------------------------------------------------------------------------------------------
@@ -55,27 +56,12 @@ def load_noisy_digits(
     The *test* images get Gaussian noise of standard deviation ``noise`` (in those standard units),
     drawn once from ``noise_seed`` so that every run is scored on the same noisy test set. The
     training images stay clean: :func:`train_multi_exit` adds fresh noise to every batch."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction!r}; allowed values: 0 < fraction < 1")
     if noise < 0:
         raise ValueError(f"noise={noise!r}; allowed values: a standard deviation >= 0")
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        digits.data,
-        digits.target,
-        test_size=test_fraction,
-        stratify=digits.target,
-        random_state=seed,
-    )
-    x_tr, x_te = (torch.tensor(a, dtype=torch.float32) for a in (x_tr, x_te))
-    mean, std = x_tr.mean(), x_tr.std()
-    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    x_tr, y_tr, x_te, y_te = load_digits_split(test_fraction, seed)
     gen = torch.Generator().manual_seed(noise_seed)
     x_te = x_te + noise * torch.randn(x_te.shape, generator=gen)
-    return DigitData(x_tr, torch.tensor(y_tr), x_te, torch.tensor(y_te))
+    return DigitData(x_tr, y_tr, x_te, y_te)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from adaedu.data import load_digits_split
 from adaedu.modular.vit import TinyViT, ViTConfig, classification_loss
 from adaedu.moe.experts import make_expert
 from adaedu.moe.layer import MoEFeedForward, make_moe
@@ -51,27 +52,7 @@ class DigitSplit:
 def load_digit_split(test_fraction: float = 0.25, seed: int = 0) -> DigitSplit:
     """sklearn's bundled 8x8 digits (1797 images, pixel values 0-16), split stratified by class;
     pixels standardised with the training set's mean and std."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction!r}; allowed values: 0 < fraction < 1")
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        digits.images,
-        digits.target,
-        test_size=test_fraction,
-        stratify=digits.target,
-        random_state=seed,
-    )
-    x_tr, x_te = (torch.tensor(a, dtype=torch.float32) for a in (x_tr, x_te))
-    mean, std = x_tr.mean(), x_tr.std()
-    return DigitSplit(
-        (x_tr - mean) / std,
-        torch.tensor(y_tr, dtype=torch.long),
-        (x_te - mean) / std,
-        torch.tensor(y_te, dtype=torch.long),
-    )
+    return DigitSplit(*load_digits_split(test_fraction, seed, images=True))
 
 
 def method_kwargs(method: str, multiplier: int, n_tokens: int, n_experts: int) -> dict:
