@@ -14,6 +14,7 @@ from adaedu.decoding.beam import (
     greedy_decode,
     length_penalty,
 )
+from adaedu.decoding.sampling import sample
 from adaedu.decoding.spelling import (
     corpus_bleu,
     make_text,
@@ -22,7 +23,7 @@ from adaedu.decoding.spelling import (
     split_numbers,
     variants,
 )
-from adaedu.lm import TinyLM, TinyLMConfig, generate
+from adaedu.lm import TinyLM, TinyLMConfig
 
 EOS = 0
 
@@ -101,7 +102,7 @@ def test_width_one_is_greedy_on_a_tiny_lm():
     model = TinyLM(TinyLMConfig(vocab_size=9, d_model=32, n_layers=2, n_heads=2, block_size=32))
     prompt = [3, 1, 4]
     res = beam_search(LMScorer(model), prompt, width=1, max_new_tokens=10, eos=None)
-    ref = generate(model, torch.tensor([prompt]), 10, temperature=0)[0, 3:].tolist()
+    ref = sample(model, torch.tensor([prompt]), 10, temperature=0)[0, 3:].tolist()
     assert res.best.tokens == ref
     tokens, lp = greedy_decode(LMScorer(model), prompt, 10)
     assert tokens == ref and math.isclose(res.best.log_prob, lp, rel_tol=1e-5)

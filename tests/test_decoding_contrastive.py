@@ -10,11 +10,11 @@ from adaedu.decoding.contrastive import (
     contrastive_scores,
     decode,
     diversity,
-    nucleus_filter,
     plausible_mask,
     repetition,
 )
-from adaedu.lm import TinyLM, TinyLMConfig, generate
+from adaedu.decoding.sampling import sample
+from adaedu.lm import TinyLM, TinyLMConfig
 
 
 def logits_of(probs):
@@ -53,15 +53,6 @@ def test_mask_is_invariant_to_a_logit_shift():
     assert torch.equal(plausible_mask(e, 0.1), plausible_mask(e + 7.0, 0.1))
 
 
-def test_nucleus_filter_keeps_the_smallest_set():
-    logits = logits_of([0.5, 0.3, 0.15, 0.05])
-    kept = nucleus_filter(logits, 0.75).isfinite()[0].tolist()
-    assert kept == [True, True, False, False]
-    assert nucleus_filter(logits, 0.8).isfinite()[0].tolist() == [True, True, False, False]
-    assert nucleus_filter(logits, 0.81).isfinite()[0].tolist() == [True, True, True, False]
-    assert nucleus_filter(logits, 1.0).isfinite().all()
-
-
 def test_bad_arguments_raise():
     e = torch.randn(1, 5)
     with pytest.raises(ValueError, match="alpha"):
@@ -70,8 +61,6 @@ def test_bad_arguments_raise():
         contrastive_scores(e, e, 0.1, beta=-1.0)
     with pytest.raises(ValueError, match="same shape"):
         contrastive_scores(e, torch.randn(1, 6))
-    with pytest.raises(ValueError, match="top_p"):
-        nucleus_filter(e, 0.0)
     model = TinyLM(TinyLMConfig(vocab_size=5, d_model=16, n_layers=1, n_heads=2, block_size=8))
     idx = torch.zeros(1, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="method"):
@@ -80,6 +69,8 @@ def test_bad_arguments_raise():
         decode(model, idx, 3, "contrastive")
     with pytest.raises(ValueError, match="max_new_tokens"):
         decode(model, idx, 20, "greedy")
+    with pytest.raises(ValueError, match="top_p=0.0"):
+        decode(model, idx, 3, "nucleus", top_p=0.0)
 
 
 def small_model(seed, layers=1, d=16):
@@ -101,10 +92,12 @@ def test_decode_with_cache_matches_full_recomputation():
         seq = torch.cat([seq, s.argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(out, seq)
     greedy = decode(expert, idx, 6, "greedy")
-    assert torch.equal(greedy, generate(expert, idx, 6, temperature=0))
-    g = torch.Generator().manual_seed(3)
-    sampled = decode(expert, idx, 6, "nucleus", top_p=0.9, generator=g)
-    assert sampled.shape == (3, 10) and torch.equal(sampled[:, :4], idx)
+    assert torch.equal(greedy, sample(expert, idx, 6, temperature=0))
+    sampled = decode(
+        expert, idx, 6, "nucleus", top_p=0.9, generator=torch.Generator().manual_seed(3)
+    )
+    ref = sample(expert, idx, 6, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(sampled, ref) and torch.equal(sampled[:, :4], idx)
 
 
 def test_continuation_nll_by_hand():

@@ -8,6 +8,7 @@ from torch import nn
 
 from adaedu import data, seed_everything
 from adaedu.compute import forward_flops
+from adaedu.decoding.sampling import sample
 from adaedu.lm import (
     MLP,
     KVCache,
@@ -17,7 +18,6 @@ from adaedu.lm import (
     TinyLMConfig,
     apply_rotary,
     default_d_ff,
-    generate,
     lm_loss,
     rotary_angles,
 )
@@ -225,24 +225,28 @@ def test_config_errors_name_the_parameter():
     TinyLMConfig(vocab_size=V, d_model=32, n_heads=16)  # head size 2 is fine
 
 
-def test_generate_greedy_matches_argmax_without_cache():
+def test_cached_sampling_matches_full_passes():
     model = tiny()
     prompt = tokens(2, 5)
-    out = generate(model, prompt, max_new_tokens=8, temperature=0)
+    out = sample(model, prompt, max_new_tokens=8, temperature=0)
     assert out.shape == (2, 13) and torch.equal(out[:, :5], prompt)
     seq = prompt
     for _ in range(8):  # the slow way: a full pass per token
         seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(out, seq)
-    a = generate(model, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
-    b = generate(model, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(a, b) and a.shape == (2, 15)
-    assert torch.equal(generate(model, prompt, 0), prompt)
-    assert generate(model, prompt, 20).shape == (2, 25)  # 24 tokens are fed: fits block_size
+    a = sample(model, prompt, 10, temperature=0.7, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    seq = prompt
+    for _ in range(10):  # the slow way, drawing from softmax(z / T) with the same generator
+        probs = torch.softmax(model(seq).logits[:, -1] / 0.7, dim=-1)
+        seq = torch.cat([seq, torch.multinomial(probs, 1, generator=g)], dim=1)
+    assert torch.equal(a, seq) and a.shape == (2, 15)
+    assert torch.equal(sample(model, prompt, 0), prompt)
+    assert sample(model, prompt, 20).shape == (2, 25)  # 24 tokens are fed: fits block_size
     with pytest.raises(ValueError, match="max_new_tokens=21; allowed values: 0..20"):
-        generate(model, prompt, 21)
+        sample(model, prompt, 21)
     with pytest.raises(ValueError, match="temperature=-1"):
-        generate(model, prompt, 2, temperature=-1)
+        sample(model, prompt, 2, temperature=-1)
 
 
 def test_forward_flops_counts_the_matrix_products():

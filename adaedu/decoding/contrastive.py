@@ -24,10 +24,10 @@ greedy decoding of the expert.
 This is *not* HuggingFace's "contrastive search" (Su et al., 2022, ``penalty_alpha``), which
 uses one model and penalises tokens whose hidden state resembles the context's.
 
-Baselines used next to it: greedy decoding and nucleus (top-p) sampling, A. Holtzman et al.,
-*The Curious Case of Neural Text Degeneration*, ICLR 2020 (arXiv:1904.09751), sec. 3.1: sample
-from the smallest set of tokens whose probabilities add up to at least p. They are written here
-in a few lines (:func:`nucleus_filter`) so this module stands on its own.
+Baselines used next to it: greedy decoding and nucleus (top-p) sampling (A. Holtzman et al.,
+*The Curious Case of Neural Text Degeneration*, ICLR 2020, arXiv:1904.09751, sec. 3.1), both
+from :mod:`adaedu.decoding.sampling` (:func:`~adaedu.decoding.sampling.sample` with temperature 0,
+or with ``top_p``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adaedu.decoding.sampling import check_room, sample
 from adaedu.lm.model import TinyLM
 
 #: The decoding methods of :func:`decode`.
@@ -82,19 +83,6 @@ def contrastive_scores(
     return score.masked_fill(~mask, float("-inf"))
 
 
-def nucleus_filter(logits: Tensor, top_p: float) -> Tensor:
-    """Holtzman et al. (2020), sec. 3.1: keep the smallest set of most likely tokens whose
-    probability adds up to at least ``top_p``; the others get -inf. Shapes (..., V)."""
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p={top_p!r}; allowed values: 0 < top_p <= 1")
-    sorted_logits, order = logits.float().sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
-    drop_sorted = before >= top_p  # the set is already complete without this token
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
-    return logits.float().masked_fill(drop, float("-inf"))
-
-
 @torch.no_grad()
 def decode(
     expert: TinyLM,
@@ -111,9 +99,10 @@ def decode(
     """``idx`` (B, T) followed by ``max_new_tokens`` tokens chosen by ``method``.
 
     ``greedy``: argmax of the expert; ``nucleus``: a sample from the expert's top-``top_p``
-    nucleus; ``contrastive``: argmax of :func:`contrastive_scores` with the ``amateur``. Each
-    model keeps its own :class:`adaedu.lm.KVCache`: the prompt is fed once, then one token per
-    step, so CD costs one expert plus one amateur forward pass per token.
+    nucleus (both are :func:`adaedu.decoding.sampling.sample`); ``contrastive``: argmax of
+    :func:`contrastive_scores` with the ``amateur``. Each model keeps its own
+    :class:`adaedu.lm.KVCache`: the prompt is fed once, then one token per step, so CD costs one
+    expert plus one amateur forward pass per token.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}; allowed values: {', '.join(METHODS)}")
@@ -122,13 +111,13 @@ def decode(
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r}; allowed values: an integer >= 1")
     _check_alpha(alpha)
-    models = [expert] + ([amateur] if method == "contrastive" else [])
+    if method == "greedy":
+        return sample(expert, idx, max_new_tokens, temperature=0.0)
+    if method == "nucleus":
+        return sample(expert, idx, max_new_tokens, 1.0, top_p=top_p, generator=generator)
+    models = [expert, amateur]
     for m in models:
-        if idx.shape[1] + max_new_tokens - 1 > m.config.block_size:
-            raise ValueError(
-                f"max_new_tokens={max_new_tokens}; allowed values: at most "
-                f"{m.config.block_size - idx.shape[1] + 1} (block_size minus the prompt)"
-            )
+        check_room(m, idx.shape[1], max_new_tokens)
     modes = [m.training for m in models]
     for m in models:
         m.eval()
@@ -136,13 +125,7 @@ def decode(
     logits = [m(idx, cache=c).logits[:, -1] for m, c in zip(models, caches, strict=True)]
     out = [idx]
     for step in range(max_new_tokens):
-        if method == "greedy":
-            nxt = logits[0].argmax(dim=-1, keepdim=True)
-        elif method == "nucleus":
-            probs = nucleus_filter(logits[0], top_p).softmax(dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)
-        else:
-            nxt = contrastive_scores(logits[0], logits[1], alpha, beta).argmax(dim=-1, keepdim=True)
+        nxt = contrastive_scores(logits[0], logits[1], alpha, beta).argmax(dim=-1, keepdim=True)
         out.append(nxt)
         if step < max_new_tokens - 1:
             logits = [m(nxt, cache=c).logits[:, -1] for m, c in zip(models, caches, strict=True)]

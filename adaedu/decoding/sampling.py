@@ -13,8 +13,12 @@ into a distribution and draws from it. The filters are small pure functions on l
 
 :func:`next_token_distribution` applies them in that order and returns the distribution that is
 actually sampled from: speculative sampling (:mod:`adaedu.decoding.speculative`) needs exactly these
-``p`` and ``q``. :func:`sample` is plain autoregressive sampling with the cache of
-:class:`adaedu.lm.TinyLM` (prefill the prompt once, then one token per forward call).
+``p`` and ``q``. :func:`next_token` draws from it (greedy at ``T = 0``), and :func:`sample` is
+plain autoregressive sampling with the cache of :class:`adaedu.lm.TinyLM`: prefill the prompt in
+one forward call, then one call per new token, each attending to the cached keys and values. It
+is the course's one generation loop; the other decoders (speculative, contrastive, beam search)
+build on the same pieces, ``TinyLM.forward(idx, cache=cache)`` and ``KVCache.truncate`` /
+``KVCache.reorder``.
 """
 
 from __future__ import annotations
@@ -106,6 +110,20 @@ def sample_from(probs: Tensor, generator: torch.Generator | None = None) -> Tens
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
 
+def next_token(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token id per row of ``logits`` (..., V), shape ``logits.shape[:-1]``: a sample from
+    :func:`next_token_distribution`; for ``temperature == 0`` its argmax (greedy), without
+    drawing a random number."""
+    probs = next_token_distribution(logits, temperature, top_k, top_p)
+    return probs.argmax(dim=-1) if temperature == 0 else sample_from(probs, generator)
+
+
 @dataclass
 class SampleStats:
     """What one call of :func:`sample` did: forward calls of the model (the prefill included)."""
@@ -156,8 +174,7 @@ def sample(
     stats.model_calls += 1
     tokens = [prompt]
     for step in range(max_new_tokens):
-        probs = next_token_distribution(logits, temperature, top_k, top_p)
-        tokens.append(sample_from(probs, generator)[:, None])
+        tokens.append(next_token(logits, temperature, top_k, top_p, generator)[:, None])
         stats.tokens += 1
         if step < max_new_tokens - 1:
             logits = model(tokens[-1], cache=cache).logits[:, -1]  # one token, cached context

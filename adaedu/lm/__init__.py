@@ -5,15 +5,14 @@
 - :mod:`adaedu.lm.attention`   causal multi-head self-attention and the key-value cache;
 - :mod:`adaedu.lm.ffn`         the pluggable FFN protocol, dense MLP and SwiGLU (Shazeer, 2020);
 - :mod:`adaedu.lm.model`       :class:`TinyLMConfig`, :class:`TinyLM`, :class:`LMOutput`;
-- :mod:`adaedu.lm.generate`    greedy / temperature generation with the cache;
 - :mod:`adaedu.lm.tokenizers`  character and byte-pair-encoding tokenizers.
 
-The text it is trained on comes from :mod:`adaedu.data` (``text_corpus``, ``char_tokenizer``).
+The text it is trained on comes from :mod:`adaedu.data` (``text_corpus``, ``char_tokenizer``);
+generation with the cache is :func:`adaedu.decoding.sampling.sample`.
 """
 
 from adaedu.lm.attention import CausalSelfAttention, KVCache, causal_mask
 from adaedu.lm.ffn import FFN_KINDS, MLP, SwiGLU, default_d_ff, split_ffn_output
-from adaedu.lm.generate import generate, next_token
 from adaedu.lm.model import Block, FFNFactory, LMOutput, TinyLM, TinyLMConfig, lm_loss
 from adaedu.lm.norm import RMSNorm
 from adaedu.lm.rope import RotaryEmbedding, apply_rotary, rotary_angles
@@ -37,9 +36,7 @@ __all__ = [
     "apply_rotary",
     "causal_mask",
     "default_d_ff",
-    "generate",
     "lm_loss",
-    "next_token",
     "pretokenize",
     "rotary_angles",
     "split_ffn_output",

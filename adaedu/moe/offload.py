@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from adaedu.lm.generate import next_token
+from adaedu.decoding.sampling import next_token
 
 POLICIES = ("lru", "random", "belady")
 
@@ -105,8 +105,8 @@ def record_expert_trace(
     """Generate ``n_new`` tokens after each prompt (S, P) with the KV cache, and record, for every
     decode step and layer, the chosen experts and the block's output hidden state.
 
-    Like :func:`adaedu.lm.generate`: one prefill pass for the prompts, then one token at a time;
-    ``temperature=0`` is greedy, else sampling from softmax(logits / temperature).
+    Like :func:`adaedu.decoding.sampling.sample`: one prefill pass for the prompts, then one token
+    at a time; ``temperature=0`` is greedy, else sampling from softmax(logits / temperature).
     """
     ffns = _moe_layers(model)
     _check_int("n_new", n_new, 1)
@@ -130,7 +130,7 @@ def record_expert_trace(
         logits = model(prompts, cache=cache).logits[:, -1]  # prefill: not recorded
         tokens, experts, hidden = [prompts], [], []
         for _ in range(n_new):
-            tokens.append(next_token(logits, temperature, generator))
+            tokens.append(next_token(logits, temperature, generator=generator)[:, None])
             outputs.clear()
             logits = model(tokens[-1], cache=cache).logits[:, -1]
             S = prompts.shape[0]
