@@ -28,10 +28,11 @@ from adaedu.decoding.speculative import (
     sample_from,
     speculative_sample,
     total_variation,
+    verification_cost,
     verify,
     walltime_factor,
 )
-from adaedu.lm import KVCache, TinyLM, TinyLMConfig, generate
+from adaedu.lm import KVCache, TinyLM, TinyLMConfig
 
 # --- filters ----------------------------------------------------------------------------------
 
@@ -140,6 +141,8 @@ def test_formulas():
     assert expected_tokens_per_call(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
     assert walltime_factor(0.8, 4, 0.0) == pytest.approx(expected_tokens_per_call(0.8, 4))
     assert walltime_factor(0.8, 4, 0.05) == pytest.approx((1 - 0.8**5) / (0.2 * 1.2))
+    # a verification call costing v one-token calls: E[tokens] / (gamma c + v)
+    assert walltime_factor(0.8, 4, 0.05, v=1.5) == pytest.approx((1 - 0.8**5) / 0.2 / 1.7)
     for bad in (dict(alpha=1.2, gamma=2), dict(alpha=0.5, gamma=0)):
         with pytest.raises(ValueError, match=next(k for k in bad if k != "alpha" or bad[k] > 1)):
             expected_tokens_per_call(**bad)
@@ -329,4 +332,8 @@ def test_bad_arguments_raise():
         speculative_sample(target, draft, prompt, 5, 2, temperature=-0.5)
     with pytest.raises(ValueError, match="c="):
         walltime_factor(0.5, 2, -1.0)
+    with pytest.raises(ValueError, match="v=0"):
+        walltime_factor(0.5, 2, 0.1, v=0)
+    with pytest.raises(ValueError, match="gamma=0"):
+        verification_cost(target, 0, context=4)
     assert torch.equal(speculative_sample(target, draft, prompt, 0, 2), prompt)

@@ -34,13 +34,13 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaedu.decoding.ngram import BigramLM
 from adaedu.decoding.sampling import (
     check_room,
     check_sampling_args,
@@ -110,13 +110,20 @@ def expected_tokens_per_call(alpha: float, gamma: int) -> float:
     return (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
-def walltime_factor(alpha: float, gamma: int, c: float) -> float:
+def walltime_factor(alpha: float, gamma: int, c: float, v: float = 1.0) -> float:
     """Expected wall-clock speed-up ``(1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1))``
     (Leviathan et al. 2023, Theorem 3.8): a round costs one target call plus gamma draft calls,
-    each ``c`` times a target call."""
+    each ``c`` times a target call.
+
+    The theorem assumes that the target scores the gamma + 1 tokens of a verification in the time
+    of one token (true where a call is bound by reading the weights). ``v`` is the cost of that
+    call relative to a one-token call where it is not (:func:`verification_cost`); the same
+    argument then gives ``E[tokens per round] / (gamma c + v)``. ``v = 1`` is the theorem."""
     if not c >= 0:
         raise ValueError(f"c={c!r}; allowed values: a number >= 0 (draft cost / target cost)")
-    return expected_tokens_per_call(alpha, gamma) / (gamma * c + 1)
+    if not v > 0:
+        raise ValueError(f"v={v!r}; allowed values: a number > 0 (verification / one-token call)")
+    return expected_tokens_per_call(alpha, gamma) / (gamma * c + v)
 
 
 # --- one verification (steps 3-4) --------------------------------------------------------------
@@ -271,7 +278,8 @@ def speculative_sample(
             q = dist(_logits(draft, (seq + drafts)[d_cache.length :], d_cache, device)[-1])
             stats.draft_calls += 1
             q_rows.append(q)
-            drafts.append(int(sample_from(q, generator)))
+            # greedy (T = 0): q is a one-hot, its argmax is the sample (no random number drawn)
+            drafts.append(int(q.argmax()) if temperature == 0 else int(sample_from(q, generator)))
         # Chen "compute K+1 sets of logits ... in parallel"; Leviathan "run M_p in parallel:
         # p_1(x) .. p_{gamma+1}(x) <- M_p(prefix), .., M_p(prefix + [x_1..x_gamma])".
         fed = (seq + drafts)[t_cache.length :]
@@ -304,52 +312,6 @@ def speculative_sample(
     ):
         m.train(mode)
     return torch.tensor([seq], device=device)
-
-
-# --- small hand-made models with the same interface (tests, demos) -------------------------------
-
-
-class CountingCache:
-    """A cache for models that need no keys and values: it only counts positions."""
-
-    def __init__(self) -> None:
-        self.length = 0
-
-    def truncate(self, n: int) -> None:
-        if not isinstance(n, int) or not 0 <= n <= self.length:
-            raise ValueError(f"n={n!r}; allowed values: 0..{self.length} (the cache length)")
-        self.length = n
-
-
-class BigramLM(nn.Module):
-    """A bigram model ``p(x_{t+1} | x_t) = softmax(table[x_t])`` with TinyLM's decoding interface,
-    so that the exact distribution of generated sequences can be written down."""
-
-    def __init__(self, logits: Tensor, block_size: int = 1024):
-        super().__init__()
-        if logits.dim() != 2 or logits.shape[0] != logits.shape[1]:
-            raise ValueError(f"logits of shape {tuple(logits.shape)}; allowed: (V, V)")
-        self.table = nn.Parameter(logits.float().clone(), requires_grad=False)
-        self.config = SimpleNamespace(vocab_size=logits.shape[0], block_size=block_size)
-
-    @classmethod
-    def from_probs(cls, probs: Tensor, block_size: int = 1024) -> BigramLM:
-        """The bigram model whose next-token distributions are the rows of ``probs`` (V, V)."""
-        return cls(probs.clamp(min=1e-30).log(), block_size)
-
-    def new_cache(self) -> CountingCache:
-        return CountingCache()
-
-    def forward(self, idx: Tensor, cache: CountingCache | None = None) -> SimpleNamespace:
-        if cache is not None:
-            if cache.length + idx.shape[1] > self.config.block_size:
-                raise ValueError(f"more than block_size={self.config.block_size} positions")
-            cache.length += idx.shape[1]
-        return SimpleNamespace(logits=self.table[idx])
-
-    def probs(self) -> Tensor:
-        """The (V, V) transition matrix."""
-        return torch.softmax(self.table, dim=-1)
 
 
 # --- exactness: a chi-square goodness-of-fit test ------------------------------------------------
@@ -436,25 +398,35 @@ def exactness_test(
 
 def call_time(model: Decoder, context: int, new_tokens: int = 1, repeats: int = 20) -> float:
     """Median seconds of one cached forward call of ``new_tokens`` tokens after ``context``
-    cached ones (random token ids), on the model's device."""
+    cached ones (random token ids), on the model's device, in the steady state of decoding: the
+    cache is filled once, and after each timed call rolled back to ``context`` positions (as
+    speculative sampling does after a verification)."""
     device = next(iter(model.parameters())).device if isinstance(model, nn.Module) else None
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(model.config.vocab_size, (1, context + new_tokens), generator=gen)
     ids = ids.to(device)
     times = []
     with torch.no_grad():
-        for _ in range(repeats + 1):
-            cache = model.new_cache()
-            model(ids[:, :context], cache=cache)
+        cache = model.new_cache()
+        model(ids[:, :context], cache=cache)
+        for _ in range(repeats + 3):  # the first 3 calls warm up
             start = time.perf_counter()
             model(ids[:, context:], cache=cache)
             times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+            cache.truncate(context)
+    return statistics.median(times[3:])
 
 
 def cost_ratio(draft: Decoder, target: Decoder, context: int, repeats: int = 20) -> float:
     """``c`` = one draft call / one target call (one new token each, after ``context``)."""
     return call_time(draft, context, 1, repeats) / call_time(target, context, 1, repeats)
+
+
+def verification_cost(target: Decoder, gamma: int, context: int, repeats: int = 20) -> float:
+    """``v`` = one target call over ``gamma + 1`` new tokens / one over a single token (1 where
+    scoring more tokens is free, as Theorem 3.8 assumes)."""
+    _check_alpha_gamma(0.0, gamma)
+    return call_time(target, context, gamma + 1, repeats) / call_time(target, context, 1, repeats)
 
 
 @dataclass
@@ -474,8 +446,9 @@ class GammaResult:
     def speedup(self) -> float:
         return self.baseline_seconds / self.seconds
 
-    def predicted_speedup(self, c: float) -> float:
-        return walltime_factor(min(self.alpha, 1.0), self.gamma, c)
+    def predicted_speedup(self, c: float, v: float = 1.0) -> float:
+        """Theorem 3.8 with the measured alpha (``v``: see :func:`walltime_factor`)."""
+        return walltime_factor(min(self.alpha, 1.0), self.gamma, c, v)
 
 
 def gamma_sweep(
