@@ -51,6 +51,16 @@ def test_checked_cells_keep_their_outputs(path):
         assert cell.outputs, f"checked cell without stored output: {cell.source[:80]!r}"
 
 
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_sources_hold_no_control_characters(path):
+    """A LaTeX command written into a cell from a non-raw Python string loses its backslash
+    (the escape sequence for alpha becomes a bell character and "lpha"): catch that."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        bad = re.search(r"[\x00-\x08\x0b-\x1f]", cell.source)
+        assert bad is None, f"control character {bad.group()!r} in: {cell.source[:80]!r}"
+
+
 @pytest.mark.parametrize("path", COURSE, ids=lambda p: p.name)
 def test_claims_record_belongs_to_this_execution_and_is_in_the_results_table(path):
     nb = nbformat.read(path, as_version=4)
