@@ -136,7 +136,7 @@ def load_records(profile: str = "cpu") -> list[dict]:
 
 
 def results() -> None:
-    """Regenerate RESULTS.md and README.md's notebook table."""
+    """Regenerate RESULTS.md, README.md's notebook table and the notebooks' run-time lines."""
     records = {r["notebook"]: r for r in load_records("cpu")}
     lines = [
         "# Results",
@@ -164,6 +164,7 @@ def results() -> None:
     passed = sum(c["passed"] for r in records.values() for c in r["claims"])
     lines += ["", f"**{passed} of {total} claims reproduced** in the cpu profile.", ""]
     (ROOT / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
+    sync_run_times(course_notebooks())
     readme = ROOT / "README.md"
     if readme.exists():
         text = readme.read_text(encoding="utf-8")
@@ -174,6 +175,37 @@ def results() -> None:
             readme.write_text(
                 f"{head}{README_START}\n{table}\n{README_END}{tail}", encoding="utf-8"
             )
+
+
+RUN_TIME = re.compile(r"\*\*Run time\*\*.*?(?=\n\n|\Z)", re.S)
+
+
+def run_time_line(meta: dict) -> str:
+    """The header's run-time line, from the times ``adaedu run`` recorded in the metadata."""
+    return (
+        f"**Run time** (measured by `adaedu run` on {meta.get('machine', '?')}): smoke "
+        f"{_fmt_s(meta.get('smoke_seconds'))} · cpu {_fmt_s(meta.get('cpu_seconds'))} · "
+        "gpu: not measured yet."
+    )
+
+
+def sync_run_times(paths: list[Path]) -> list[Path]:
+    """Write each notebook's measured run times into its first cell (markdown only: the code
+    and its hash stay as they are). Notebooks never run by ``adaedu run`` are left alone."""
+    changed = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        meta = nb.metadata.get("adaedu", {})
+        if "cpu_seconds" not in meta:
+            continue
+        first = nb.cells[0]
+        line = run_time_line(meta)
+        new = RUN_TIME.sub(lambda _, line=line: line, first.source, count=1)
+        if new != first.source:
+            first.source = new
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
 
 
 def notebook_table() -> str:
@@ -296,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_run.add_argument("notebooks", nargs="*", type=Path)
     p_run.add_argument("--no-smoke", action="store_true", help="skip the timed smoke run")
-    sub.add_parser("results", help="regenerate RESULTS.md and README.md's notebook table")
+    sub.add_parser(
+        "results", help="regenerate RESULTS.md, README.md's table and the run-time lines"
+    )
     p_student = sub.add_parser("student", help="write student copies without solutions")
     p_student.add_argument("notebooks", nargs="*", type=Path)
     p_student.add_argument("-o", "--out", type=Path, default=ROOT / "student")

@@ -86,6 +86,29 @@ def test_readme_notebook_table_is_current():
     assert course.notebook_table() in readme, "README's notebook table is stale: run `make results`"
 
 
+def test_sync_run_times_rewrites_only_the_run_time_paragraph(tmp_path):
+    nb = nbformat.read(COURSE[0], as_version=4)
+    nb.cells[0].source = "# Title\n\n**Run time** (old): ~N min\nmore words.\n\nNext paragraph."
+    nb.metadata["adaedu"].update(smoke_seconds=12.0, cpu_seconds=150.0, machine="m")
+    path = tmp_path / COURSE[0].name
+    nbformat.write(nb, path)
+    assert course.sync_run_times([path]) == [path]
+    after = nbformat.read(path, as_version=4)
+    assert after.cells[0].source == (
+        "# Title\n\n**Run time** (measured by `adaedu run` on m): smoke 12 s · cpu 2.5 min · "
+        "gpu: not measured yet.\n\nNext paragraph."
+    )
+    assert course.code_sha256(after) == course.code_sha256(nb)
+    assert course.sync_run_times([path]) == []  # nothing left to change
+
+
+@pytest.mark.parametrize("path", COURSE, ids=lambda p: p.name)
+def test_header_run_times_are_the_measured_ones(path):
+    nb = nbformat.read(path, as_version=4)
+    line = course.run_time_line(nb.metadata["adaedu"])
+    assert line in nb.cells[0].source, "stale run-time line: run `make results`"
+
+
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
 def test_anatomy(path):
     nb = nbformat.read(path, as_version=4)
