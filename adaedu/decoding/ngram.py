@@ -116,11 +116,10 @@ class NGramLM(nn.Module):
         if cache is not None:
             cache.tokens = full
         n = self.order - 1  # the context of a position: itself and the n - 1 tokens before it
-        ctx = full[:, -(idx.shape[1] + n - 1) :] if n > 1 else idx
-        if ctx.shape[1] < idx.shape[1] + n - 1:  # not enough history yet: pad on the left
-            missing = idx.shape[1] + n - 1 - ctx.shape[1]
-            ctx = torch.cat([ctx.new_full((ctx.shape[0], missing), self.pad), ctx], dim=1)
-        windows = ctx.unfold(1, n, 1)  # (B, T, n): x_{t-n+1} .. x_t for each position t
+        padded = torch.cat([full.new_full((full.shape[0], n - 1), self.pad), full], dim=1)
+        windows = padded[:, -(idx.shape[1] + n - 1) :].unfold(
+            1, n, 1
+        )  # (B, T, n): x_{t-n+1} .. x_t for each position t
         return SimpleNamespace(logits=self.table[windows.unbind(-1)])
 
     def probs(self) -> Tensor:

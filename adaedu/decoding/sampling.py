@@ -110,6 +110,12 @@ def sample_from(probs: Tensor, generator: torch.Generator | None = None) -> Tens
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
 
+def draw(probs: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
+    """One token id per row of ``probs`` (..., V), drawn with :func:`sample_from`; at ``temperature
+    == 0`` ``probs`` is a one-hot and its argmax is the draw, taken without a random number."""
+    return probs.argmax(dim=-1) if temperature == 0 else sample_from(probs, generator)
+
+
 def next_token(
     logits: Tensor,
     temperature: float = 1.0,
@@ -120,8 +126,7 @@ def next_token(
     """One token id per row of ``logits`` (..., V), shape ``logits.shape[:-1]``: a sample from
     :func:`next_token_distribution`; for ``temperature == 0`` its argmax (greedy), without
     drawing a random number."""
-    probs = next_token_distribution(logits, temperature, top_k, top_p)
-    return probs.argmax(dim=-1) if temperature == 0 else sample_from(probs, generator)
+    return draw(next_token_distribution(logits, temperature, top_k, top_p), temperature, generator)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from adaedu.decoding.ngram import BigramLM
 from adaedu.decoding.sampling import (
     check_room,
     check_sampling_args,
+    draw,
     next_token_distribution,
     sample,
     sample_from,
@@ -278,8 +279,7 @@ def speculative_sample(
             q = dist(_logits(draft, (seq + drafts)[d_cache.length :], d_cache, device)[-1])
             stats.draft_calls += 1
             q_rows.append(q)
-            # greedy (T = 0): q is a one-hot, its argmax is the sample (no random number drawn)
-            drafts.append(int(q.argmax()) if temperature == 0 else int(sample_from(q, generator)))
+            drafts.append(int(draw(q, temperature, generator)))
         # Chen "compute K+1 sets of logits ... in parallel"; Leviathan "run M_p in parallel:
         # p_1(x) .. p_{gamma+1}(x) <- M_p(prefix), .., M_p(prefix + [x_1..x_gamma])".
         fed = (seq + drafts)[t_cache.length :]
