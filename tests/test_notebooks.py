@@ -7,6 +7,7 @@ import re
 import nbformat
 import pytest
 
+from adaedu import claims as claims_mod
 from adaedu import course
 
 COURSE = course.course_notebooks()
@@ -74,7 +75,9 @@ def test_claims_record_belongs_to_this_execution_and_is_in_the_results_table(pat
     results = (course.ROOT / "RESULTS.md").read_text(encoding="utf-8")
     for claim in record["claims"]:
         assert claim["statement"] in results and claim["measured"] in results, claim["id"]
-        shown = "✅ reproduced" if claim["passed"] else "❌ **not reproduced**"
+        shown = claims_mod.outcome_cell(course.claim_outcome(claim), claim.get("why"))
+        if course.claim_kind(claim) == "mechanism":
+            shown = claims_mod.BADGES[course.claim_outcome(claim)]
         outputs = json.dumps([o for c in _code(nb) for o in c.outputs], ensure_ascii=False)
         assert claim["measured"] in outputs and shown in outputs, (
             "the claims table is not shown in the notebook"
@@ -135,3 +138,21 @@ def test_anatomy(path):
         assert heading in text, f"missing section {heading!r}"
     info = nb.metadata.get("adaedu_course", {})
     assert {"title", "paper", "replicates"} <= set(info)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "path", [p for p in COURSE if p.name.startswith("4.3-")], ids=lambda p: p.name
+)
+def test_smoke_run_twice_gives_identical_claim_records(path, tmp_path):
+    """Determinism on one machine: the same notebook, executed twice in fresh kernels, writes
+    the same claim records (the date and the machine aside)."""
+    records = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        nb = nbformat.read(path, as_version=4)
+        course.execute(nb, path.parent, "smoke", extra_env={"ADAEDU_RESULTS_DIR": str(out)})
+        record = json.loads((out / "smoke" / f"{course.notebook_id(path)}.json").read_text())
+        records.append({k: v for k, v in record.items() if k not in ("date", "machine")})
+    assert records[0]["claims"], "the smoke run recorded no claim"
+    assert records[0] == records[1]
