@@ -183,6 +183,13 @@ def _belady_inputs(gen: torch.Generator) -> tuple:
 
 def _belady_diagnose(args: tuple, expected: int, got: object) -> str | None:
     cached, future = args
+    if isinstance(got, torch.Tensor):
+        return (
+            f"you returned {'a 0-d' if got.dim() == 0 else f'a {tuple(got.shape)}'} tensor: "
+            "return the victim as an integer (a Python int, e.g. int(...)), one expert id"
+        )
+    if not isinstance(got, int) or isinstance(got, bool):
+        return None
     if got == expected:
         return None
     uses = {e: int((future == e).sum()) for e in cached}

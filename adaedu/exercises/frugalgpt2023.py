@@ -100,9 +100,16 @@ def _cheapest_inputs(gen: torch.Generator) -> tuple:
 
 def _cheapest_diagnose(args: tuple, expected: int, got: object) -> str | None:
     acc, cost, target = args
-    if not isinstance(got, int | torch.Tensor):
+    if isinstance(got, torch.Tensor) and got.numel() != 1:
+        return (
+            f"you returned {got.numel()} values: return one index (a Python int), the cheapest "
+            "configuration among those that reach the target"
+        )
+    if not isinstance(got, int | torch.Tensor) or isinstance(got, bool):
         return None
     got = int(got)
+    if not 0 <= got < len(acc):
+        return f"index {got} is not a configuration: indices run from 0 to {len(acc) - 1}"
     if got == int(cost.argmin()) and acc[got] < target:
         return "you picked the cheapest configuration overall; it must also reach the target"
     if got == int(acc.argmax()) and got != expected:

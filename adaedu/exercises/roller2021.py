@@ -95,6 +95,12 @@ def _balanced_diagnose(args: tuple, expected: Tensor, got: object) -> str | None
         return None
     if torch.equal(got.long(), expected):
         return None
+    if got.is_floating_point() or got.dtype == torch.bool:
+        return None  # the generic message names the dtype
+    if got.numel() and (got.min() < 0 or got.max() >= n_experts):
+        if got.min() >= 1 and got.max() <= n_experts:
+            return f"expert ids start at 0: use 0..{n_experts - 1}, not 1..{n_experts}"
+        return f"every entry must be an expert id in 0..{n_experts - 1}"
     got_loads, ref_loads = _loads_of(got, counts, n_experts), _loads_of(expected, counts, n_experts)
     order = torch.argsort(counts, descending=True, stable=True)
     round_robin = torch.empty_like(expected)
