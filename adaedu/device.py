@@ -37,8 +37,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     With ``deterministic`` torch uses deterministic kernels where it has them (``warn_only``,
     so that an operation without one still runs). On the CPU, a run is then bit-for-bit repeatable.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r}; allowed values: an integer >= 0")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed!r}; allowed values: an integer in 0..2**63 - 1")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

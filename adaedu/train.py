@@ -6,6 +6,7 @@ nothing. Deterministic on the CPU under :func:`adaedu.device.seed_everything`.
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,21 @@ class History:
         return self[name][-1]
 
 
+def _next_or_explain(batches: Iterator[Batch], steps: int) -> Callable[[int], Batch]:
+    """``step -> next(batches)``, with an error naming ``steps`` if the iterator runs out."""
+
+    def next_batch(step: int) -> Batch:
+        try:
+            return next(batches)
+        except StopIteration:
+            raise ValueError(
+                f"batches ran out after {step - 1} batches but steps={steps}; allowed values: an "
+                f"iterator of at least {steps} batches (or a function step -> batch)"
+            ) from None
+
+    return next_batch
+
+
 def train(
     model: torch.nn.Module,
     loss_fn: LossFn,
@@ -68,12 +84,17 @@ def train(
     extra metrics returned by ``loss_fn`` are logged; ``stop(history)`` may end training early
     (for example once a criterion is reached), checked right after each log.
     """
-    if steps < 1:
-        raise ValueError(f"steps={steps}; allowed values: an integer >= 1")
-    if log_every < 1:
-        raise ValueError(f"log_every={log_every}; allowed values: an integer >= 1")
+    for name, value in (("steps", steps), ("log_every", log_every)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}; allowed values: an integer >= 1")
+    steps = int(steps)
+    if not callable(batches) and not isinstance(batches, Iterator):
+        raise ValueError(
+            f"batches is a {type(batches).__name__}; allowed values: a function step -> batch "
+            "or an iterator of batches (use iter(...) on a list)"
+        )
     history = History()
-    next_batch = batches if callable(batches) else (lambda _step, it=batches: next(it))
+    next_batch = batches if callable(batches) else _next_or_explain(batches, steps)
     start = time.perf_counter()
     model.train()
     quiet = not progress or os.environ.get("TQDM_DISABLE", "") not in (

@@ -337,3 +337,53 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="gamma=0"):
         verification_cost(target, 0, context=4)
     assert torch.equal(speculative_sample(target, draft, prompt, 0, 2), prompt)
+
+
+# --- several rounds of gamma > 2 drafts, with rollbacks (issue 10: gamma=2 above drafts one token)
+
+
+class RecordingBigram(BigramLM):
+    """A bigram model that keeps the token caches it hands out."""
+
+    def new_cache(self):
+        self.last_cache = super().new_cache()
+        return self.last_cache
+
+
+def _long_run_joint(rule, seed: int, n_samples: int = 1500) -> tuple[float, SpeculativeStats]:
+    """Chi-square p-value of the joint of (x_3, x_4, x_7) over 7 tokens drafted 3 at a time:
+    every sequence spans >= 2 rounds of 3 drafts, and the caches roll back after rejections."""
+    target, draft = RecordingBigram(P.log()), RecordingBigram(Q.log())
+    gen = torch.Generator().manual_seed(seed)
+    stats = SpeculativeStats()
+    counts = torch.zeros(V**3, dtype=torch.float64)
+    for _ in range(n_samples):
+        rounds_before = len(stats.rounds)
+        out = speculative_sample(
+            target, draft, torch.tensor([[0]]), 7, 3, generator=gen, stats=stats, verify_fn=rule
+        )
+        assert out.shape == (1, 8) and len(stats.rounds) - rounds_before >= 2
+        for model in (target, draft):  # rollback: the cache is exactly a prefix of the output
+            cache = model.last_cache.tokens
+            assert torch.equal(cache, out[:, : cache.shape[1]])
+        assert target.last_cache.length == out.shape[1] - 1  # all but the last token
+        x = out[0].tolist()
+        counts[x[3] * V * V + x[4] * V + x[7]] += 1
+    p64 = P.double()
+    pi3 = torch.linalg.matrix_power(p64, 3)[0]  # P(x_3 = a | x_0 = 0)
+    exact = pi3[:, None, None] * p64[:, :, None] * torch.linalg.matrix_power(p64, 3)[None]
+    return chi_square_test(counts, exact.flatten().float())[1], stats
+
+
+def test_exactness_over_several_rounds_of_three_drafts_with_rollbacks():
+    p_value, stats = _long_run_joint(verify, seed=11)
+    full = [(d, a) for d, a in stats.rounds if d == 3]
+    assert len(full) >= 1500  # every sample drafted 3 tokens at least once
+    assert any(a < d for d, a in full) and any(a == d for d, a in full)  # rejections and bonuses
+    assert any(0 < a < d for d, a in full)  # partial acceptances: a rollback inside a round
+    assert p_value > 0.01
+
+
+def test_the_long_run_test_rejects_a_wrong_rule():
+    p_value, _ = _long_run_joint(wrong_resample_from_p, seed=11)
+    assert p_value < 1e-6

@@ -109,6 +109,15 @@ class NGramLM(nn.Module):
 
     def forward(self, idx: Tensor, cache: TokenCache | None = None) -> SimpleNamespace:
         """Logits (B, T, V) for the tokens ``idx`` (B, T) after those in ``cache``."""
+        v = self.config.vocab_size
+        if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.is_floating_point():
+            shape = tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__
+            raise ValueError(f"idx has shape {shape}; allowed values: integer token ids (B, T)")
+        if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < v):
+            raise ValueError(
+                f"idx holds token ids {int(idx.min())}..{int(idx.max())}; allowed values: "
+                f"0..{v - 1} (vocab_size={v})"
+            )
         past = cache.tokens if cache is not None and cache.tokens is not None else idx[:, :0]
         if past.shape[1] + idx.shape[1] > self.config.block_size:
             raise ValueError(f"more than block_size={self.config.block_size} positions")

@@ -106,6 +106,13 @@ def next_token_distribution(
 
 def sample_from(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One token id per row of ``probs`` (..., V): a LongTensor of shape ``probs.shape[:-1]``."""
+    if not isinstance(probs, Tensor) or probs.dim() < 1 or not probs.is_floating_point():
+        raise ValueError("probs must be a floating-point tensor (..., V) of probabilities")
+    if not bool(torch.isfinite(probs).all() and (probs >= 0).all() and (probs.sum(-1) > 0).all()):
+        raise ValueError(
+            "probs must be finite and >= 0 with a positive sum in every row; allowed values: "
+            "(unnormalised) probabilities (..., V)"
+        )
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
@@ -113,6 +120,8 @@ def sample_from(probs: Tensor, generator: torch.Generator | None = None) -> Tens
 def draw(probs: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
     """One token id per row of ``probs`` (..., V), drawn with :func:`sample_from`; at ``temperature
     == 0`` ``probs`` is a one-hot and its argmax is the draw, taken without a random number."""
+    if not isinstance(temperature, int | float) or not temperature >= 0:
+        raise ValueError(f"temperature={temperature!r}; allowed values: a number >= 0")
     return probs.argmax(dim=-1) if temperature == 0 else sample_from(probs, generator)
 
 

@@ -19,11 +19,13 @@ __all__ = ["importance_loss", "load_loss", "router_z_loss", "routing_losses", "s
 
 
 def _check_probs_chosen(probs: Tensor, chosen: Tensor) -> None:
-    if not isinstance(probs, Tensor) or probs.dim() != 2:
-        raise ValueError("probs must be a 2-d tensor (tokens N, experts E)")
+    if not isinstance(probs, Tensor) or probs.dim() != 2 or not probs.is_floating_point():
+        raise ValueError("probs must be a 2-d floating-point tensor (tokens N, experts E)")
     if not isinstance(chosen, Tensor) or chosen.dim() != 2 or chosen.shape[0] != probs.shape[0]:
         shape = tuple(chosen.shape) if isinstance(chosen, Tensor) else type(chosen).__name__
         raise ValueError(f"chosen has shape {shape}; allowed values: ({probs.shape[0]}, k)")
+    if chosen.is_floating_point() or chosen.is_complex():
+        raise ValueError(f"chosen has dtype {chosen.dtype}; allowed values: integer expert ids")
     n_experts = probs.shape[1]
     if chosen.numel() and not (0 <= int(chosen.min()) and int(chosen.max()) < n_experts):
         raise ValueError(f"chosen must lie in 0..{n_experts - 1} (probs has {n_experts} experts)")
@@ -40,9 +42,11 @@ def switch_balance_loss(probs: Tensor, chosen: Tensor, alpha: float = 1.0) -> Te
     It is minimised by the uniform routing and > 1 when the router prefers its busiest experts.
     """
     _check_probs_chosen(probs, chosen)
-    if not alpha >= 0:
+    if not isinstance(alpha, int | float) or not alpha >= 0:
         raise ValueError(f"alpha={alpha!r}; allowed values: a loss weight >= 0")
     n_experts = probs.shape[1]
+    if chosen.numel() == 0:  # no token: nothing to balance, the loss is 0 (kept in the graph)
+        return probs.sum() * 0.0
     counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
     f = counts.to(probs.dtype) / chosen.numel()  # eq. 5: f_i = 1/T sum_x 1{argmax p(x) = i}
     p = probs.mean(dim=0)  # eq. 6: P_i = 1/T sum_x p_i(x)
@@ -57,6 +61,8 @@ def router_z_loss(logits: Tensor) -> Tensor:
     """
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise ValueError("logits must be a 2-d tensor (tokens B, experts N)")
+    if logits.shape[0] == 0:  # no token: the loss is 0 (kept in the graph)
+        return logits.float().sum() * 0.0
     return torch.logsumexp(logits.float(), dim=-1).pow(2).mean()  # mean_i logsumexp(x^(i))^2
 
 

@@ -129,6 +129,11 @@ def tiny_mixtral(
 def mixtral_loss(model: TinyLM, batch: Sequence[Tensor]) -> tuple[Tensor, dict[str, float]]:
     """Training loss for :func:`adaedu.train.train`: next-token cross-entropy plus every layer's
     weighted auxiliary loss; logs ``lm`` (the cross-entropy alone, nats)."""
+    if not isinstance(batch, Sequence) or len(batch) < 2:
+        raise ValueError(
+            "batch must hold inputs and targets first, e.g. (x, y) or a TextBatch, of (B, T) "
+            "token-id tensors"
+        )
     out = model(batch[0], targets=batch[1])
     aux = sum(a.loss for a in out.aux if a is not None)
     return out.loss + aux, {"lm": out.loss.item()}
