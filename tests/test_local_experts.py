@@ -207,7 +207,7 @@ def test_vowel_split_is_standardised_and_by_speaker(vowels):
 def test_train_to_criterion_matches_one_plain_run(vowels):
     """The stacked trainer gives each run exactly the plain full-batch SGD updates of its own lr."""
     splits = [le.vowel_split(vowels, 50, s) for s in (0, 1)]
-    system = le.vowel_systems()["4 experts"]
+    system = le.System("4 softmax experts", lambda: le.MixtureOfExperts(2, 4, 4), "competitive")
     runs = le.train_to_criterion(
         system.make, system.objective, splits, [0, 1], [0.5, 2.0], criterion=1.0, max_epochs=15
     )
@@ -225,7 +225,7 @@ def test_train_to_criterion_matches_one_plain_run(vowels):
 
 def test_train_to_criterion_freezes_runs_at_the_criterion(vowels):
     splits = [le.vowel_split(vowels, 50, s) for s in (0, 1, 2)]
-    system = le.vowel_systems()["MLP 6 hidden"]
+    system = le.vowel_systems()["MLP 6 hidden, CE"]
     runs = le.train_to_criterion(
         system.make, system.objective, splits, [0, 1, 2], [2.0] * 3, criterion=0.8, max_epochs=200
     )
@@ -281,7 +281,7 @@ def test_tune_and_train_small(vowels):
 def test_train_snapshots_and_gate_partition(vowels):
     split = le.vowel_split(vowels, 50, 0)
     snaps = le.train_snapshots(
-        le.vowel_systems()["8 experts"], split, seed=0, lr=4.0, epochs=[0, 5]
+        le.vowel_systems()["8 experts"], split, seed=0, lr=1.0, epochs=[0, 5]
     )
     assert list(snaps) == [0, 5]
     first, later = (list(m.parameters())[0] for m in snaps.values())
@@ -294,6 +294,120 @@ def test_train_snapshots_and_gate_partition(vowels):
     assert ((top_gate >= 1 / 8) & (top_gate <= 1)).all()
     with pytest.raises(ValueError, match="MixtureOfExperts"):
         le.gate_partition(le.MLP(2, 6, 4), split, torch.tensor([300.0]), torch.tensor([1000.0]))
+
+
+def test_vowel_systems_are_the_papers_regime():
+    systems = le.vowel_systems()
+    torch.manual_seed(0)
+    for name in ("4 experts", "8 experts", "8 experts, cooperative"):
+        model = systems[name].make()
+        assert model.expert_outputs == "linear"  # eq. 1.1 and 1.3 need unconstrained outputs
+    assert systems["4 experts"].objective == systems["8 experts"].objective == "gaussian"
+    assert systems["8 experts, cooperative"].objective == "cooperative"
+    for name in ("BP 6 hidden", "BP 12 hidden"):
+        assert isinstance(systems[name].make(), le.LogisticMLP)
+        assert systems[name].objective == "squared_error"
+
+
+def test_logistic_mlp_outputs_are_logistic_units():
+    torch.manual_seed(0)
+    mlp = le.LogisticMLP(2, 6, 4)
+    out = mlp(5 * torch.randn(64, 2))
+    assert out.shape == (64, 4) and ((out > 0) & (out < 1)).all()
+    assert not torch.allclose(out.sum(dim=1), torch.ones(64))  # not a softmax
+    h = torch.sigmoid(mlp.hidden(torch.ones(1, 2)))
+    assert torch.allclose(mlp(torch.ones(1, 2)), torch.sigmoid(mlp.out(h)))
+    with pytest.raises(ValueError, match="hidden"):
+        le.LogisticMLP(2, 0, 4)
+
+
+def test_squared_error_by_hand():
+    out = torch.tensor([[0.8, 0.1], [0.5, 0.5]])
+    # case 1: (1 - .8)^2 + .1^2 = 0.05; case 2: .5^2 + (1 - .5)^2 = 0.5; mean 0.275
+    assert le.squared_error(out, torch.tensor([0, 1])).item() == pytest.approx(0.275)
+    blend = le.mixture_output(GATES, PROBS)
+    assert le.squared_error(blend, LABELS).item() == pytest.approx(
+        le.cooperative_loss(GATES, PROBS, LABELS).item()
+    )  # eq. 1.1 is the squared error of the blend
+    with pytest.raises(ValueError, match="outputs"):
+        le.squared_error(torch.zeros(3), torch.tensor([0, 1, 1]))
+
+
+def test_epochs_to_criterion_below_for_errors():
+    errors = torch.tensor([[0.9, 0.5], [0.3, 0.4], [0.1, 0.35]])
+    result = le.epochs_to_criterion(errors, 0.32, below=True)
+    assert result[0].item() == 1 and math.isinf(result[1].item())
+    assert le.epochs_to_criterion(errors, 1.5, below=True).tolist() == [0.0, 0.0]  # > 1 allowed
+    with pytest.raises(ValueError, match="criterion"):
+        le.epochs_to_criterion(errors, 0.0, below=True)
+
+
+def test_train_to_criterion_stops_on_the_error(vowels):
+    splits = [le.vowel_split(vowels, 50, s) for s in (0, 1)]
+    system = le.vowel_systems()["BP 6 hidden"]
+    runs = le.train_to_criterion(
+        system.make,
+        "squared_error",
+        splits,
+        [0, 1],
+        [8.0, 8.0],
+        criterion=0.5,
+        max_epochs=300,
+        stop="error",
+    )
+    assert torch.isfinite(runs.epochs).all() and runs.errors.shape == runs.hit_rates.shape
+    for r in range(2):
+        reached = int(runs.epochs[r])
+        assert runs.errors[reached, r] <= 0.5 and (runs.errors[:reached, r] > 0.5).all()
+        final = le.squared_error(runs.models[r](splits[r].x_train), splits[r].y_train)
+        assert final.item() == pytest.approx(runs.errors[reached, r].item(), abs=1e-6)
+    with pytest.raises(ValueError, match="stop"):
+        le.train_to_criterion(
+            system.make,
+            "squared_error",
+            splits[:1],
+            [0],
+            [1.0],
+            criterion=0.5,
+            max_epochs=5,
+            stop="loss",
+        )
+
+
+def test_train_to_criterion_stops_diverged_runs(vowels):
+    """A run whose error turns nan stops as a failure (inf) and does not spoil the others."""
+    splits = [le.vowel_split(vowels, 50, s) for s in (0, 1)]
+    system = le.vowel_systems()["4 experts"]
+    runs = le.train_to_criterion(
+        system.make,
+        "gaussian",
+        splits,
+        [0, 1],
+        [1.0, 1e4],
+        criterion=0.32,
+        max_epochs=2000,
+        stop="error",
+    )
+    assert math.isfinite(runs.epochs[0].item()) and math.isinf(runs.epochs[1].item())
+    assert runs.errors.shape[0] < 2001  # it did not run to the cap
+    assert all(torch.isfinite(p).all() for p in runs.models[0].parameters())
+
+
+def test_paired_bootstrap_ratio_of_medians():
+    a = torch.tensor([10.0, 12.0, 11.0, 9.0, 10.0, 13.0, 11.0, 10.0])
+    iv = le.paired_bootstrap([a, 2 * a], lambda x, y: le.median(x) / le.median(y), n_boot=500)
+    assert iv.mean == pytest.approx(0.5) and iv.low == pytest.approx(0.5)
+    assert iv.high == pytest.approx(0.5)  # exactly paired: every resample gives 0.5
+    b = torch.tensor([20.0, 5.0, 30.0, 8.0, 25.0, 7.0, 40.0, 6.0])
+    iv = le.paired_bootstrap([a, b], lambda x, y: le.median(x) / le.median(y), n_boot=500)
+    assert iv.low < iv.mean < iv.high and iv.method == "bootstrap" and iv.n == 8
+    fail = torch.tensor([math.inf] * 8)
+    iv = le.paired_bootstrap([fail, a], lambda x, y: le.median(x) / le.median(y), n_boot=200)
+    assert math.isinf(iv.mean) and math.isinf(iv.low)  # failures count as slowest, no nan
+    with pytest.raises(ValueError, match="equal length"):
+        le.paired_bootstrap([a, a[:3]], lambda x, y: 0.0)
+    with pytest.raises(ValueError, match="n_boot"):
+        le.paired_bootstrap([a], lambda x: 0.0, n_boot=10)
 
 
 # --- the exercises ---------------------------------------------------------------------------------

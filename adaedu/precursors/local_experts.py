@@ -29,6 +29,7 @@ own criterion.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaedu.claims import Interval
 from adaedu.data import Vowels, split_by_speaker
 from adaedu.train import History, train
 
@@ -166,6 +168,28 @@ class MLP(nn.Module):
         return self.out(torch.tanh(self.hidden(x)))
 
 
+class LogisticMLP(nn.Module):
+    """Back-propagation as in 1991: one hidden layer of logistic units and logistic output units,
+    trained with squared error on one-hot targets (:func:`squared_error`; Rumelhart et al. 1986).
+    The outputs lie in (0, 1) but need not sum to 1; the largest one is the answer."""
+
+    def __init__(self, in_features: int, hidden: int, n_classes: int) -> None:
+        super().__init__()
+        _positive_int("in_features", in_features)
+        _positive_int("hidden", hidden)
+        _positive_int("n_classes", n_classes, minimum=2)
+        self.hidden = nn.Linear(in_features, hidden)
+        self.out = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the output units' activations, shape (N, C), each in (0, 1)."""
+        if x.dim() != 2 or x.shape[1] != self.hidden.in_features:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; allowed: (N, {self.hidden.in_features})"
+            )
+        return torch.sigmoid(self.out(torch.sigmoid(self.hidden(x))))
+
+
 # --- the error functions ---------------------------------------------------------------------------
 
 
@@ -225,6 +249,17 @@ def gaussian_mixture_loss(
     return -(gates * torch.exp(-0.5 * sq_err)).sum(dim=1).log().mean()  # -log sum_i g_i e^(-err/2)
 
 
+def squared_error(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean over cases of || d - o ||^2 (summed over the C output units), d one-hot: the
+    error of 1991 back-propagation nets and, with o = sum_i g_i o_i, of eq. 1.1. It is also the
+    statistic of the stopping rule (training error <= the error criterion)."""
+    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
+        raise ValueError("outputs must be a 2-d tensor (cases N, output units C)")
+    _check_labels(labels, outputs.shape[0], outputs.shape[1])
+    d = F.one_hot(labels, outputs.shape[1]).to(outputs.dtype)
+    return ((d - outputs) ** 2).sum(dim=-1).mean()
+
+
 def responsibilities(
     gates: torch.Tensor, expert_probs: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
@@ -278,20 +313,27 @@ def hit_rate(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (scores.argmax(dim=-1) == labels).float().mean()
 
 
-def epochs_to_criterion(hit_rates: torch.Tensor, criterion: float) -> torch.Tensor:
+def epochs_to_criterion(
+    hit_rates: torch.Tensor, criterion: float, *, below: bool = False
+) -> torch.Tensor:
     """First epoch at which the hit rate reaches ``criterion``; ``inf`` if it never does.
 
     ``hit_rates[t]`` is the training hit rate after t epochs (row 0: before training), shape
     (T,) for one run or (T, R) for R runs; the result has shape () or (R,). A run that misses
-    the criterion is not dropped: it stays in the result as ``inf`` (a failure).
+    the criterion is not dropped: it stays in the result as ``inf`` (a failure). With
+    ``below=True`` the rows are training errors instead and the criterion is reached when the
+    error is <= ``criterion`` (the paper's "error criterion").
     """
-    if not 0.0 < criterion <= 1.0:
+    if below:
+        if not criterion > 0.0:
+            raise ValueError(f"criterion={criterion!r}; allowed values: an error > 0")
+    elif not 0.0 < criterion <= 1.0:
         raise ValueError(f"criterion={criterion!r}; allowed values: 0 < criterion <= 1")
     if hit_rates.dim() not in (1, 2) or hit_rates.shape[0] == 0:
         raise ValueError(
             f"hit_rates has shape {tuple(hit_rates.shape)}; allowed: (T,) or (T, R) with T >= 1"
         )
-    reached = hit_rates >= criterion
+    reached = hit_rates <= criterion if below else hit_rates >= criterion
     first = reached.float().argmax(dim=0).float()  # index of the first True (0 if none)
     return torch.where(reached.any(dim=0), first, torch.full_like(first, float("inf")))
 
@@ -344,7 +386,13 @@ OBJECTIVES: dict[str, Objective] = {
     "cooperative": lambda out, y: (cooperative_loss(*out, y), mixture_output(*out)),
     "gaussian": lambda out, y: (gaussian_mixture_loss(*out, y), mixture_output(*out)),
     "cross_entropy": lambda logits, y: (F.cross_entropy(logits, y), F.softmax(logits, dim=-1)),
+    "squared_error": lambda out, y: (squared_error(out, y), out),
 }
+
+#: How :func:`train_to_criterion` stops a run: training hit rate >= criterion ("hits"), or
+#: training squared error || d - output ||^2 <= criterion ("error"), where the output is the
+#: objective's class scores (the blend sum_i g_i o_i for a mixture, the softmax for CE).
+STOP_RULES = ("hits", "error")
 
 
 @dataclass
@@ -357,6 +405,7 @@ class CriterionRuns:
     epochs: torch.Tensor  # (R,) epochs to criterion; inf: not reached within max_epochs
     hit_rates: torch.Tensor  # (T, R) training hit rate after t epochs
     history: History
+    errors: torch.Tensor | None = None  # (T, R) training squared error || d - output ||^2
 
 
 def train_to_criterion(
@@ -368,13 +417,16 @@ def train_to_criterion(
     *,
     criterion: float,
     max_epochs: int,
+    stop: str = "hits",
     progress: bool = False,
 ) -> CriterionRuns:
     """Train R = len(seeds) runs by full-batch gradient descent, each until it hits ``criterion``.
 
     Run r starts from ``make_model()`` drawn after ``torch.manual_seed(seeds[r])``, trains on
     ``splits[r]`` with learning rate ``lrs[r]``, and stops (its parameters freeze) at the first
-    epoch whose training hit rate is >= ``criterion``. Runs are independent: they are stacked
+    epoch whose training hit rate is >= ``criterion`` (``stop="hits"``) or whose training
+    squared error :func:`squared_error` of the system's output is <= ``criterion``
+    (``stop="error"``, the paper's error criterion). Runs are independent: they are stacked
     and trained together with ``torch.func`` only because that is far faster than a loop. The
     summed loss sum_r lrs[r] * loss_r under plain SGD with lr=1 gives every run exactly its own
     update w_r <- w_r - lrs[r] * grad loss_r; a finished run gets weight 0, so it stays put.
@@ -389,8 +441,12 @@ def train_to_criterion(
     if any(not lr > 0 for lr in lrs):
         raise ValueError(f"lrs={list(lrs)}; allowed values: learning rates > 0")
     _positive_int("max_epochs", max_epochs)
-    if not 0.0 < criterion <= 1.0:
-        raise ValueError(f"criterion={criterion!r}; allowed values: 0 < criterion <= 1")
+    if stop not in STOP_RULES:
+        raise ValueError(f"stop={stop!r}; allowed values: {', '.join(STOP_RULES)}")
+    if not (0.0 < criterion <= 1.0 if stop == "hits" else criterion > 0.0):
+        raise ValueError(
+            f"criterion={criterion!r}; allowed values: 0 < criterion <= 1 (hits), > 0 (error)"
+        )
 
     models = []
     for seed in seeds:
@@ -405,12 +461,13 @@ def train_to_criterion(
 
     def one_run(
         p: dict, b: dict, x_r: torch.Tensor, y_r: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loss, scores = objective_fn(torch.func.functional_call(models[0], (p, b), (x_r,)), y_r)
-        return loss, hit_rate(scores, y_r)
+        return loss, hit_rate(scores, y_r), squared_error(scores, y_r)
 
     many_runs = torch.func.vmap(one_run)
     hits: list[torch.Tensor] = []
+    errors: list[torch.Tensor] = []
     done = torch.zeros(n, dtype=torch.bool)
 
     # One plain (unbatched) call per split first, so that bad data raises its ValueError here.
@@ -421,7 +478,7 @@ def train_to_criterion(
         live = (~done).nonzero().squeeze(1)  # finished runs are frozen: compute only the others
         token = _CHECK_VALUES.set(False)
         try:
-            losses, hit = many_runs(
+            losses, hit, err = many_runs(
                 {k: p[live] for k, p in params.items()},
                 {k: b[live] for k, b in buffers.items()},
                 x[live],
@@ -432,10 +489,15 @@ def train_to_criterion(
         hit_all = hits[-1].clone() if hits else torch.zeros(n)
         hit_all[live] = hit.detach()
         hits.append(hit_all)
+        err_all = errors[-1].clone() if errors else torch.full((n,), math.inf)
+        err_all[live] = err.detach()
+        errors.append(err_all)
         epoch = len(hits) - 1  # the parameters seen here have had `epoch` updates
-        done.logical_or_(hit_all >= criterion)
+        done.logical_or_(hit_all >= criterion if stop == "hits" else err_all <= criterion)
+        done.logical_or_(~err_all.isfinite())  # diverged (nan/inf): a failure, stop paying for it
         keep = ~done[live] & (epoch < max_epochs)
-        weighted = (lr[live] * keep * losses).sum()  # sum_r lr_r * loss_r over runs still training
+        # sum_r lr_r * loss_r over the runs still training (where: a diverged run's nan stays out)
+        weighted = torch.where(keep, lr[live] * losses, torch.zeros_like(losses)).sum()
         return weighted, {"running": float(keep.sum()), "mean_loss": losses.mean().item()}
 
     holder = nn.Module()  # train() needs a module; the stacked tensors are the parameters
@@ -451,16 +513,19 @@ def train_to_criterion(
             progress=progress,
             desc=objective,
         )
-    hit_rates = torch.stack(hits)
+    hit_rates, error_rows = torch.stack(hits), torch.stack(errors)
     for r, model in enumerate(models):  # unstack: each run's final parameters into its own model
         model.load_state_dict({k: v[r].detach().clone() for k, v in {**params, **buffers}.items()})
     return CriterionRuns(
         models,
         list(seeds),
         [float(v) for v in lrs],
-        epochs_to_criterion(hit_rates, criterion),
+        epochs_to_criterion(error_rows, criterion, below=True)
+        if stop == "error"
+        else epochs_to_criterion(hit_rates, criterion),
         hit_rates,
         history,
+        error_rows,
     )
 
 
@@ -471,7 +536,10 @@ def evaluate(model: nn.Module, objective: str, x: torch.Tensor, y: torch.Tensor)
         raise ValueError(f"objective={objective!r}; allowed values: {', '.join(OBJECTIVES)}")
     out = model(x)
     _, scores = OBJECTIVES[objective](out, y)
-    result: dict = {"hit_rate": hit_rate(scores, y).item()}
+    result: dict = {
+        "hit_rate": hit_rate(scores, y).item(),
+        "error": squared_error(scores, y).item(),
+    }
     if isinstance(model, MixtureOfExperts):
         result["gate_usage"] = gate_usage(out[0]).tolist()
         result["experts_in_use"] = experts_in_use(out[0])
@@ -534,29 +602,81 @@ class System:
 
 
 def vowel_systems() -> dict[str, System]:
-    """The systems of the paper's Table 1 (2 formant inputs, 4 vowels), and three variants.
+    """The systems of the paper's Table 1 (2 formant inputs, 4 vowels) in the paper's regime,
+    and two more.
 
-    The mixtures use linear-softmax experts and the competitive loss; the back-propagation
-    baselines are tanh MLPs trained with cross-entropy (the same likelihood, for one expert).
-    The variants: 8 experts with the cooperative eq. 1.1, 4 experts with the paper's eq. 1.3,
-    and 8 unconstrained linear experts with eq. 1.1 (the paper's setting for that claim).
+    - "4 experts", "8 experts": linear experts (unconstrained outputs o_i = W_i x + b_i) and a
+      linear softmax gate, trained with the paper's Gaussian eq. 1.3;
+    - "BP 6 hidden", "BP 12 hidden": :class:`LogisticMLP` (logistic hidden and output units)
+      trained with squared error on one-hot targets, 1991 back-propagation;
+    - "8 experts, cooperative": the same 8 linear experts trained with eq. 1.1;
+    - "MLP 6 hidden, CE": a modern control, tanh hidden units and softmax outputs trained with
+      cross-entropy (not a system of the paper).
     """
     return {
         s.name: s
         for s in [
-            System("4 experts", partial(MixtureOfExperts, 2, 4, 4), "competitive"),
-            System("8 experts", partial(MixtureOfExperts, 2, 4, 8), "competitive"),
-            System("MLP 6 hidden", partial(MLP, 2, 6, 4), "cross_entropy"),
-            System("MLP 12 hidden", partial(MLP, 2, 12, 4), "cross_entropy"),
-            System("8 experts, cooperative", partial(MixtureOfExperts, 2, 4, 8), "cooperative"),
-            System("4 experts, eq. 1.3", partial(MixtureOfExperts, 2, 4, 4), "gaussian"),
+            System("4 experts", partial(MixtureOfExperts, 2, 4, 4, "linear"), "gaussian"),
+            System("8 experts", partial(MixtureOfExperts, 2, 4, 8, "linear"), "gaussian"),
+            System("BP 6 hidden", partial(LogisticMLP, 2, 6, 4), "squared_error"),
+            System("BP 12 hidden", partial(LogisticMLP, 2, 12, 4), "squared_error"),
             System(
-                "8 linear experts, cooperative",
+                "8 experts, cooperative",
                 partial(MixtureOfExperts, 2, 4, 8, "linear"),
                 "cooperative",
             ),
+            System("MLP 6 hidden, CE", partial(MLP, 2, 6, 4), "cross_entropy"),
         ]
     }
+
+
+def paired_bootstrap(
+    arms: Sequence[torch.Tensor],
+    statistic: Callable[..., float],
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Percentile-bootstrap interval of ``statistic(*arms)`` over paired runs.
+
+    ``arms[k][r]`` is run r of system k (same seed, so the same speaker split, for every k):
+    each resample draws R run indices with replacement and applies them to all arms together,
+    which keeps the pairing. E.g. the ratio of median epochs to criterion of two systems:
+    ``paired_bootstrap([a, b], lambda a, b: median(a) / median(b))``. Resamples whose statistic
+    is not finite (a median of failures, inf) count as +inf, the side of "slower"/"larger".
+    The interval's ``mean`` is the statistic of the data itself (the point estimate).
+    """
+    if not arms or any(a.dim() != 1 for a in arms) or len({a.numel() for a in arms}) != 1:
+        raise ValueError("arms must be one or more 1-d tensors of equal length (one per system)")
+    n = arms[0].numel()
+    if n < 2:
+        raise ValueError(f"arms have {n} run; allowed: >= 2 paired runs")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r}; allowed values: a number in (0, 1)")
+    if not (isinstance(n_boot, int) and n_boot >= 100):
+        raise ValueError(f"n_boot={n_boot!r}; allowed values: an integer >= 100")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (n_boot, n), generator=gen)
+
+    def finite_or_inf(v: float) -> float:
+        return v if math.isfinite(v) else math.inf
+
+    values = torch.tensor(
+        sorted(finite_or_inf(float(statistic(*(a[i] for a in arms)))) for i in idx),
+        dtype=torch.float64,
+    )
+    lo = values[int(math.floor((0.5 - level / 2) * (n_boot - 1)))].item()  # order statistics:
+    hi = values[int(math.ceil((0.5 + level / 2) * (n_boot - 1)))].item()  # no inf - inf = nan
+    point = finite_or_inf(float(statistic(*arms)))
+    return Interval(point, lo, hi, level, "bootstrap", n)
+
+
+def median(values: torch.Tensor) -> float:
+    """The lower median of a 1-d tensor (``torch.median``); inf counts as the largest value."""
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError("values must be a non-empty 1-d tensor")
+    return float(values.float().median())
 
 
 @dataclass
@@ -569,6 +689,7 @@ class SystemResult:
     tuning: CriterionRuns
     runs: CriterionRuns  # evaluation runs (fresh seeds and speaker splits) at `lr`
     train_hit: torch.Tensor  # (R,) training hit rate when each run stopped
+    train_error: torch.Tensor  # (R,) training squared error when each run stopped
     test_hit: torch.Tensor  # (R,) test hit rate (the 26 held-out speakers)
     gate_usage: torch.Tensor | None  # (R, E) mean gate per expert on the training cases
     experts_in_use: torch.Tensor | None  # (R,) experts with mean gate > 0.05
@@ -585,6 +706,7 @@ def tune_and_train(
     eval_seeds: Sequence[int],
     criterion: float,
     max_epochs: int,
+    stop: str = "hits",
     n_train: int = 50,
     progress: bool = False,
 ) -> SystemResult:
@@ -593,7 +715,8 @@ def tune_and_train(
     Tuning: every rate of ``lr_grid`` on every tuning seed; the rate with the smallest median
     epochs to criterion wins (:func:`select_learning_rate`). Evaluation: one run per seed of
     ``eval_seeds`` (disjoint from the tuning seeds), where the seed draws both the speaker split
-    and the initial weights, so every system sees the same splits.
+    and the initial weights, so every system sees the same splits. ``stop`` and ``criterion``
+    are the stopping rule of :func:`train_to_criterion`.
     """
     if set(tune_seeds) & set(eval_seeds):
         raise ValueError(
@@ -612,6 +735,7 @@ def tune_and_train(
         lrs,
         criterion=criterion,
         max_epochs=max_epochs,
+        stop=stop,
         progress=progress,
     )
     lr, medians = select_learning_rate(tuning.epochs, lrs)
@@ -623,6 +747,7 @@ def tune_and_train(
         [lr] * len(eval_seeds),
         criterion=criterion,
         max_epochs=max_epochs,
+        stop=stop,
         progress=progress,
     )
     train_stats = [
@@ -644,6 +769,7 @@ def tune_and_train(
         tuning,
         runs,
         train_hit=column(train_stats, "hit_rate"),
+        train_error=column(train_stats, "error"),
         test_hit=column(test_stats, "hit_rate"),
         gate_usage=column(train_stats, "gate_usage"),
         experts_in_use=column(train_stats, "experts_in_use"),
