@@ -19,6 +19,7 @@ from adaedu.moe.hashing import (
     rank_frequency,
     routed_loss,
     token_counts,
+    validation_loss,
     validation_windows,
     zipf_fit,
 )
@@ -138,6 +139,33 @@ def test_make_routed_lm_rejects_bad_kind_and_missing_tables():
         make_routed_lm("hashy", 40, **kw)
     with pytest.raises(ValueError, match="tables"):
         make_routed_lm("random", 40, **kw)
+
+
+def test_switch_balancing_loss_enters_training_not_validation():
+    """kind='switch' with balance_weight: the training loss is CE + alpha * (Switch eq. 4 per
+    layer); validation scores CE alone; no other kind accepts a balancing weight."""
+    V, L = 40, 2
+    kw = dict(d_model=16, n_layers=L, n_heads=2, block_size=8, n_experts=4, d_expert=8)
+    torch.manual_seed(0)
+    model = make_routed_lm("switch", V, balance_weight=0.01, **kw)
+    moes = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    assert [m.loss_weights["balance"] for m in moes] == [0.01] * L
+    assert all(m.loss_weights["z"] == 0 for m in moes)
+    x, y = torch.randint(0, V, (3, 8)), torch.randint(0, V, (3, 8))
+    out = model(x, targets=y)
+    balance = sum(a.losses["balance"] for a in out.aux)
+    assert balance.item() > 0.5 * L  # Switch eq. 4 is ~1 per layer near balance, >= 1 always
+    assert routed_loss(model, (x, y)).item() == pytest.approx(
+        out.loss.item() + 0.01 * balance.item(), rel=1e-5
+    )
+    assert validation_loss(model, (x, y)).item() == pytest.approx(out.loss.item(), rel=1e-6)
+    val, _ = evaluate_routed(model, x, y, batch_size=3)
+    assert val == pytest.approx(out.loss.item(), rel=1e-5)  # no aux in the validation loss
+    tables = [HashRouter.random(V, 4, seed=layer).table for layer in range(L)]
+    with pytest.raises(ValueError, match="balance_weight"):
+        make_routed_lm("random", V, tables=tables, balance_weight=0.01, **kw)
+    with pytest.raises(ValueError, match="balance_weight"):
+        make_routed_lm("switch", V, balance_weight=-1.0, **kw)
 
 
 def test_validation_windows_cover_every_token_once():

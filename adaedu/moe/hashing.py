@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from adaedu.data import TextCorpus
 from adaedu.lm.model import TinyLM, TinyLMConfig
 from adaedu.moe.experts import make_experts
-from adaedu.moe.layer import MoEFeedForward, routing_token_ids
+from adaedu.moe.layer import MoEAux, MoEFeedForward, routing_token_ids
 from adaedu.moe.routers import HashRouter, SwitchRouter
 from adaedu.train import train
 
@@ -154,12 +154,14 @@ def make_routed_lm(
     n_experts: int,
     d_expert: int,
     tables: Sequence[Tensor] | None = None,
+    balance_weight: float = 0.0,
 ) -> TinyLM:
     """A :class:`TinyLM` whose feed-forward layers are all of one ``kind``:
 
     - "dense": a SwiGLU FFN of width d_expert (the compute of one expert, no router);
-    - "switch": top-1 learned routing (Fedus et al. 2021) over E SwiGLU experts, dropless, and
-      *no* auxiliary loss (balance and z weights 0);
+    - "switch": top-1 learned routing (Fedus et al. 2021) over E SwiGLU experts, dropless, with
+      the load-balancing loss of Switch eq. 4 at weight ``balance_weight`` (alpha; the paper's
+      0.01, 0 for none) and no z-loss;
     - "random", "balanced", "clustered": a :class:`HashRouter` per layer with ``tables[layer]``
       (built by the caller with HashRouter.random / .balanced / .clustered), dropless.
 
@@ -170,14 +172,23 @@ def make_routed_lm(
     is_hash = kind in ("random", "balanced", "clustered")
     if is_hash and (tables is None or len(tables) != n_layers):
         raise ValueError(f"kind={kind!r} needs tables: one hash table per layer ({n_layers})")
+    if not isinstance(balance_weight, int | float) or not balance_weight >= 0:
+        raise ValueError(f"balance_weight={balance_weight!r}; allowed values: a weight >= 0")
+    if balance_weight and kind != "switch":
+        raise ValueError(
+            f"balance_weight={balance_weight!r} with kind={kind!r}; allowed: 0 (only a learned "
+            "router, kind='switch', has a load to balance by a loss)"
+        )
 
     def ffn(config: TinyLMConfig, layer: int) -> nn.Module:
         if is_hash:
             router = HashRouter(tables[layer], n_experts, capacity_factor=None)
+            weight = 0.0  # nothing to balance: the table fixes the routing
         else:
             router = SwitchRouter(config.d_model, n_experts, capacity_factor=None)
+            weight = float(balance_weight)
         experts = make_experts("swiglu", n_experts, config.d_model, d_expert)
-        return MoEFeedForward(router, experts, balance_weight=0.0, z_weight=0.0)
+        return MoEFeedForward(router, experts, balance_weight=weight, z_weight=0.0)
 
     config = TinyLMConfig(
         vocab_size=vocab_size,
@@ -192,8 +203,19 @@ def make_routed_lm(
 
 
 def routed_loss(model: TinyLM, batch: Sequence[Tensor]) -> Tensor:
-    """Next-token cross-entropy of a batch (x, y, ...), with the token ids x visible to every
-    hash layer. No auxiliary loss is added, for any router."""
+    """The training loss of a batch (x, y, ...): next-token cross-entropy plus every MoE layer's
+    weighted auxiliary loss (``aux.loss``: Switch's balancing loss when its weight is > 0, else
+    0; hash layers have none), with the token ids x visible to every hash layer."""
+    with routing_token_ids(model, batch[0]):
+        out = model(batch[0], targets=batch[1])
+    return out.loss + sum(
+        (a.loss for a in out.aux if isinstance(a, MoEAux)), out.loss.new_zeros(())
+    )
+
+
+def validation_loss(model: TinyLM, batch: Sequence[Tensor]) -> Tensor:
+    """Next-token cross-entropy only (nats per token, no auxiliary loss), as validation scores
+    every model."""
     with routing_token_ids(model, batch[0]):
         return model(batch[0], targets=batch[1]).loss
 
@@ -227,7 +249,7 @@ def evaluate_routed(
     total = 0.0
     for i in range(0, len(X), batch_size):
         x, y = X[i : i + batch_size].to(device), Y[i : i + batch_size].to(device)
-        total += routed_loss(model, (x, y)).item() * x.numel()
+        total += validation_loss(model, (x, y)).item() * x.numel()
         for load, layer in zip(loads, layers, strict=True):
             load += layer.last_expert_counts.cpu()
     model.train(was_training)
