@@ -606,3 +606,13 @@ def test_bad_arguments_raise_value_errors_naming_the_parameter():
     for make, message in cases:
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             make()
+
+
+def test_loss_weights_default_to_zero():
+    """A no-aux arm must not get auxiliary losses by forgetting an argument (review sec. 4)."""
+    layer = make_moe("switch", 8, 16, 4, expert="mlp")
+    assert set(layer.loss_weights.values()) == {0.0}
+    _, aux = layer(torch.randn(2, 5, 8))
+    assert aux.loss.item() == 0.0 and aux.losses["balance"].item() > 0
+    explicit = make_moe("switch", 8, 16, 4, expert="mlp", loss_weights={"balance": 0.01})
+    assert explicit.loss_weights == {"balance": 0.01, "z": 0.0, "importance": 0.0, "load": 0.0}

@@ -7,14 +7,13 @@ import torch
 
 import adaedu
 from adaedu.exercises import zhou2022 as ex
+from adaedu.lm.training import evaluate_lm, lm_objective
 from adaedu.moe.expert_choice_experiments import (
     MoELMSpec,
     PositionGroupedMoE,
-    evaluate_lm,
     expert_choice_gates,
     experts_per_token_hist,
     future_leak,
-    lm_moe_loss,
     make_moe_ffn,
     make_moe_lm,
     prefix_loss,
@@ -112,7 +111,7 @@ def test_prefix_loss_equals_teacher_forcing_only_for_causal_models() -> None:
 def test_loss_and_evaluation() -> None:
     model = _lm(MoELMSpec("top1", "sequence", alpha=0.5))
     x, y = _ids(1), _ids(2)
-    loss, metrics = lm_moe_loss(model, (x, y))
+    loss, metrics = lm_objective(model, (x, y))
     assert loss.item() > metrics["ce"]  # the balance loss is added (it is >= alpha per layer)
     assert metrics["max_mean_load"] >= 1.0
     ev = evaluate_lm(_lm(MoELMSpec("expert_choice", "sequence", capacity_factor=2.0)), [(x, y)] * 2)
@@ -125,8 +124,12 @@ def test_loss_and_evaluation() -> None:
 
 def test_curves_and_arguments() -> None:
     assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])
-    assert steps_to_reach([10, 20, 30], [3.0, 2.0, 1.0], 2.5) == 20
+    assert steps_to_reach([10, 20, 30], [3.0, 2.0, 1.0], 2.5) == pytest.approx(15.0)
+    assert steps_to_reach([0, 50, 100], [3.0, 2.5, 2.4], 2.45) == pytest.approx(75.0)
+    assert steps_to_reach([0, 50, 100], [2.0, 3.0, 1.0], 2.5) == 0.0  # already there at step 0
     assert steps_to_reach([10, 20], [3.0, 2.0], 1.0) is None
+    with pytest.raises(ValueError, match="target"):
+        steps_to_reach([10, 20], [3.0, 2.0], float("nan"))
     with pytest.raises(ValueError, match="router"):
         make_moe_ffn("top3", "sequence", 8, 8, 4)
     with pytest.raises(ValueError, match="grouping"):

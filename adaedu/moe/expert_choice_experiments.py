@@ -15,8 +15,9 @@ a group decides whether a causal language model stays causal:
   generation must decode B sequences side by side (k = B c / E tokens per expert per step).
 
 Token choice (top-1 / top-2 without capacity) routes each token alone and is causal whatever
-the group. The helpers below build the tiny MoE language models, train them with the same data
-stream, measure the leak and the routing statistics.
+the group. The helpers below build the tiny MoE language models, measure the leak and read the
+learning curves; training and validation are :func:`adaedu.lm.training.train_lm` and
+:func:`adaedu.lm.training.evaluate_lm`, shared by every LM notebook.
 """
 
 from __future__ import annotations
@@ -29,11 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaedu.data import TextCorpus
 from adaedu.lm import TinyLM, TinyLMConfig
 from adaedu.moe.layer import MoEAux, MoEFeedForward, make_moe
-from adaedu.moe.stats import MoEStats, moe_stats
-from adaedu.train import History, train
 
 ROUTERS = ("top1", "top2", "expert_choice")
 GROUPINGS = ("sequence", "batch", "position")
@@ -166,99 +164,6 @@ def make_moe_lm(
     return TinyLM(replace(config, ffn=factory))
 
 
-def _moe_auxes(aux: list) -> list[MoEAux]:
-    return [a for a in aux if isinstance(a, MoEAux)]
-
-
-def lm_moe_loss(model: TinyLM, batch: Sequence[Tensor]) -> tuple[Tensor, dict[str, float]]:
-    """Next-token cross-entropy plus each MoE layer's weighted auxiliary loss; the metrics
-    ``ce`` (nats) and ``max_mean_load`` (mean over layers, of this batch)."""
-    out = model(batch[0], targets=batch[1])
-    auxes = _moe_auxes(out.aux)
-    aux_loss = sum((a.loss for a in auxes), torch.zeros((), device=out.loss.device))
-    load = sum(a.stats.max_mean_load for a in auxes) / max(1, len(auxes))
-    return out.loss + aux_loss, {"ce": out.loss.item(), "max_mean_load": load}
-
-
-def train_moe_lm(
-    model: TinyLM,
-    corpus: TextCorpus,
-    *,
-    steps: int,
-    batch_size: int,
-    block_size: int,
-    lr: float = 3e-3,
-    seed: int = 0,
-    log_every: int = 10,
-    progress: bool = False,
-) -> History:
-    """AdamW on a seeded stream of random windows of ``corpus`` (the same stream for every model
-    with the same seed); logs ``loss`` (with aux), ``ce`` and ``max_mean_load``."""
-    device = next(model.parameters()).device
-    batches = corpus.batches(batch_size, block_size, seed=seed, device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    return train(
-        model,
-        lm_moe_loss,
-        batches,
-        steps=steps,
-        optimizer=opt,
-        log_every=log_every,
-        progress=progress,
-    )
-
-
-@dataclass(frozen=True)
-class LMEval:
-    """Validation of one model: teacher-forced cross-entropy and per-layer routing statistics."""
-
-    ce: float  # mean next-token cross-entropy (nats), all positions computed at once
-    stats: list[MoEStats]  # one per MoE layer, pooled over the evaluation batches
-
-
-@torch.no_grad()
-def evaluate_lm(model: TinyLM, batches: Sequence[Sequence[Tensor]]) -> LMEval:
-    """Teacher-forced validation loss over ``batches`` and the routing statistics of each MoE
-    layer, with the counts of all batches added up (max/mean load of the pooled counts)."""
-    if len(batches) == 0:
-        raise ValueError("batches is empty; allowed values: at least one (x, y) batch")
-    was_training = model.training
-    model.eval()
-    losses, layer_stats = [], None
-    for batch in batches:
-        out = model(batch[0], targets=batch[1])
-        losses.append(out.loss.item())
-        stats = [moe_stats(a.routing) for a in _moe_auxes(out.aux)]
-        layer_stats = (
-            stats
-            if layer_stats is None
-            else [_pool(a, b) for a, b in zip(layer_stats, stats, strict=True)]
-        )
-    model.train(was_training)
-    return LMEval(sum(losses) / len(losses), layer_stats or [])
-
-
-def _pool(a: MoEStats, b: MoEStats) -> MoEStats:
-    """The statistics of two routings together (counts added; means weighted by tokens)."""
-    counts = [x + y for x, y in zip(a.tokens_per_expert, b.tokens_per_expert, strict=True)]
-    hist = [x + y for x, y in zip(a.experts_per_token_hist, b.experts_per_token_hist, strict=True)]
-    na, nb = sum(a.experts_per_token_hist), sum(b.experts_per_token_hist)
-    mean = sum(counts) / len(counts)
-
-    def avg(u: float, v: float) -> float:
-        return (u * na + v * nb) / (na + nb)
-
-    return MoEStats(
-        tokens_per_expert=counts,
-        max_mean_load=max(counts) / mean if mean > 0 else math.nan,
-        dropped_fraction=avg(a.dropped_fraction, b.dropped_fraction),
-        overflow_fraction=avg(a.overflow_fraction, b.overflow_fraction),
-        router_entropy=avg(a.router_entropy, b.router_entropy),
-        experts_per_token=avg(a.experts_per_token, b.experts_per_token),
-        experts_per_token_hist=hist,
-    )
-
-
 def future_leak(model: nn.Module, idx: Tensor, position: int, new_token: int) -> Tensor:
     """How much the logits at positions < ``position`` change when the token at ``position`` is
     replaced by ``new_token``: the max absolute change per earlier position, shape (position,).
@@ -309,13 +214,20 @@ def smooth(values: Sequence[float], beta: float = 0.9) -> list[float]:
     return out
 
 
-def steps_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) -> int | None:
-    """The first logged step at which ``curve`` is <= ``target`` (None if it never is)."""
-    if len(steps) != len(curve):
-        raise ValueError(f"{len(steps)} steps for {len(curve)} values; allowed: equal lengths")
-    for step, value in zip(steps, curve, strict=True):
-        if value <= target:
-            return step
+def steps_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) -> float | None:
+    """The first step at which ``curve`` reaches ``target`` (<=), linearly interpolated between
+    the two logged steps around the crossing (None if it never does). For the speed-up of a
+    learning curve measured every N steps: steps of one model to reach another's final loss."""
+    if len(steps) != len(curve) or len(steps) == 0:
+        raise ValueError(f"{len(steps)} steps for {len(curve)} values; allowed: equal, >= 1")
+    if not math.isfinite(target):
+        raise ValueError(f"target={target!r}; allowed values: a finite number")
+    if curve[0] <= target:
+        return float(steps[0])
+    for i in range(1, len(steps)):
+        if curve[i] <= target:  # curve[i - 1] > target >= curve[i]
+            frac = (curve[i - 1] - target) / (curve[i - 1] - curve[i])
+            return steps[i - 1] + frac * (steps[i] - steps[i - 1])
     return None
 
 

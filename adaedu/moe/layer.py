@@ -90,7 +90,8 @@ class MoEFeedForward(nn.Module):
 
     Loss weights (``balance_weight`` alpha of Switch eq. 4, 1e-2 in the paper; ``z_weight`` c_z
     of ST-MoE, 1e-3; ``importance_weight`` and ``load_weight`` of Shazeer eq. 7 and 11) only
-    enter ``aux.loss``. After each forward, ``last_expert_counts``, ``last_num_tokens`` and
+    enter ``aux.loss``. They all default to 0: a layer gets an auxiliary loss only when its
+    caller asks for one (a "no aux" arm cannot get one by forgetting an argument). After each forward, ``last_expert_counts``, ``last_num_tokens`` and
     ``last_routing`` describe it (:func:`adaedu.compute.active_parameters` reads the first two).
     A hash router needs the token ids: ``forward(x, token_ids)``, or set them for a whole model
     with :func:`routing_token_ids`.
@@ -102,8 +103,8 @@ class MoEFeedForward(nn.Module):
         experts: nn.ModuleList,
         *,
         group: str | None = None,
-        balance_weight: float = 0.01,
-        z_weight: float = 0.001,
+        balance_weight: float = 0.0,
+        z_weight: float = 0.0,
         importance_weight: float = 0.0,
         load_weight: float = 0.0,
     ) -> None:
@@ -142,6 +143,12 @@ class MoEFeedForward(nn.Module):
         if not isinstance(x, Tensor) or x.dim() not in (2, 3):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x has shape {shape}; allowed values: (B, T, d) or (N, d)")
+        dtype = next(self.experts.parameters(), x).dtype
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):  # autocast mixes
+            raise ValueError(
+                f"x has dtype {x.dtype}; allowed values: {dtype}, the layer's dtype (convert "
+                f"the input with x.to({dtype}) or the layer with .to({x.dtype}))"
+            )
         token_ids = self.token_ids if token_ids is None else token_ids
         if token_ids is not None and token_ids.shape != x.shape[:-1]:
             raise ValueError(
@@ -207,7 +214,8 @@ def make_moe(
 ) -> MoEFeedForward:
     """A :class:`MoEFeedForward` with a router by name (:func:`make_router`, which gets
     ``router_kwargs``) and E experts of kind ``expert`` ("mlp" or "swiglu") of width d_hidden.
-    ``loss_weights`` maps "balance", "z", "importance", "load" to weights (see the layer)."""
+    ``loss_weights`` maps "balance", "z", "importance", "load" to weights (see the layer); a
+    loss it omits gets weight 0 (no auxiliary loss unless asked for)."""
     weights = dict(loss_weights or {})
     unknown = set(weights) - set(LOSS_NAMES)
     if unknown:
