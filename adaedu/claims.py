@@ -26,7 +26,7 @@ import json
 import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -417,13 +417,24 @@ class Claims:
 
 def outcome_cell(outcome: str, why: str | None = None) -> str:
     """The outcome as the tables show it; an inconclusive outcome carries its reason."""
+    if outcome not in BADGES:
+        raise ValueError(f"outcome={outcome!r}; allowed values: {', '.join(BADGES)}")
     badge = BADGES[outcome]
     return f"{badge}: {why}" if why and outcome == INCONCLUSIVE else badge
 
 
 def tally(claims: Sequence[Claim] | Sequence[dict]) -> str:
     """E.g. ``2 reproduced, 1 not reproduced, 1 inconclusive (of 4)``."""
-    outcomes = [c.outcome if isinstance(c, Claim) else c["outcome"] for c in claims]
+    outcomes = [
+        c.outcome if isinstance(c, Claim) else c.get("outcome") if isinstance(c, Mapping) else c
+        for c in claims
+    ]
+    bad = [o for o in outcomes if o not in OUTCOMES]
+    if bad:
+        raise ValueError(
+            f"claims hold {bad[:3]!r}; allowed values: Claims, or dicts whose 'outcome' is one "
+            f"of {', '.join(OUTCOMES)}"
+        )
     parts = [f"{outcomes.count(o)} {o}" for o in OUTCOMES]
     return ", ".join(parts) + f" (of {len(outcomes)})"
 

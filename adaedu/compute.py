@@ -12,8 +12,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
+def _check_module(name: str, module: object) -> None:
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"{name} is a {type(module).__name__}; allowed values: a torch.nn.Module")
+
+
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
     """Total number of parameters of ``module``."""
+    _check_module("module", module)
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -45,6 +51,7 @@ def active_parameters(model: torch.nn.Module) -> float:
     every other parameter counts fully. For top-k routing without dropping this is
     ``shared + k * params_per_expert``.
     """
+    _check_module("model", model)
     total = float(count_parameters(model))
     for module in model.modules():
         counts = getattr(module, "last_expert_counts", None)

@@ -47,6 +47,10 @@ def _data_dir() -> Path:
 def manifest(folder: str = "") -> dict[str, dict]:
     """The manifest of a data folder (``""``: the top, ``"text"``): for each of its files the
     provenance, licence and sha256."""
+    if folder not in DATA_FOLDERS:
+        raise ValueError(
+            f"folder={folder!r}; allowed values: {', '.join(repr(f) for f in DATA_FOLDERS)}"
+        )
     path = _data_dir() / folder / "MANIFEST.json"
     if not path.exists():
         raise DataFileError(f"{path} is missing; {REBUILD}")
@@ -154,7 +158,9 @@ def load_text_files(files: dict[str, str | list[str]]):
     for split, paths in files.items():
         for p in [paths] if isinstance(paths, str) else paths:
             if not Path(p).exists():
-                raise DataFileError(f"files[{split!r}]: {p} does not exist")
+                raise DataFileError(
+                    f"files[{split!r}]: {p} does not exist; every path must be an existing file"
+                )
     from datasets import load_dataset
     from datasets.utils.logging import disable_progress_bar
 
@@ -258,6 +264,11 @@ class TextCorpus:
     """
 
     def __init__(self, tokens: dict[str, torch.Tensor], tokenizer: Tokenizer, split: str):
+        _check_split(split)
+        if not (isinstance(tokens, dict) and tokens) or not all(
+            isinstance(t, torch.Tensor) and t.dim() == 1 for t in tokens.values()
+        ):
+            raise ValueError("tokens must be a non-empty dict {domain: 1-d tensor of token ids}")
         self.tokens = tokens
         self.tokenizer = tokenizer
         self.split = split

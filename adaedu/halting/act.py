@@ -96,7 +96,17 @@ class ACT(nn.Module):
         Runs steps while any example of the batch is still pondering; an example that has halted
         gets weight 0 on later steps, so its result equals a run that stopped at its own N.
         """
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.d_in:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x has shape {shape}; allowed values: (batch, d_in={self.d_in})")
         batch = x.shape[0]
+        if state is not None and (
+            not isinstance(state, Tensor) or state.shape != (batch, self.hidden)
+        ):
+            shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
+            raise ValueError(
+                f"state has shape {shape}; allowed values: None or ({batch}, hidden={self.hidden})"
+            )
         s = x.new_zeros(batch, self.hidden) if state is None else state
         cum = x.new_zeros(batch)  # sum of h^n over the steps before this one
         running = torch.ones(batch, dtype=torch.bool, device=x.device)
@@ -136,6 +146,6 @@ class ACT(nn.Module):
 
 def act_loss(task_loss: Tensor, ponder: Tensor, tau: float) -> Tensor:
     """Graves (2016, Sec. 2): task loss plus tau times the mean ponder cost rho = N + R."""
-    if tau < 0:
-        raise ValueError(f"tau={tau}; allowed values: >= 0")
+    if not isinstance(tau, int | float) or not tau >= 0:  # also rejects NaN
+        raise ValueError(f"tau={tau!r}; allowed values: a number >= 0")
     return task_loss + tau * ponder.mean()

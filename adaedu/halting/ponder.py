@@ -42,8 +42,11 @@ def halting_probabilities(lambdas: Tensor) -> Tensor:
     ``lambdas``: (B, N) in [0, 1]. Forcing the last lambda to 1 gives the leftover probability
     of never halting to step N, so that every row sums to 1.
     """
-    if lambdas.dim() != 2:
-        raise ValueError(f"lambdas has shape {tuple(lambdas.shape)}; allowed: (batch, steps)")
+    if not isinstance(lambdas, Tensor) or lambdas.dim() != 2:
+        shape = tuple(lambdas.shape) if isinstance(lambdas, Tensor) else type(lambdas).__name__
+        raise ValueError(f"lambdas has shape {shape}; allowed: (batch, steps)")
+    if not bool(((lambdas >= 0) & (lambdas <= 1)).all()):  # also rejects NaN
+        raise ValueError("lambdas must lie in [0, 1] (conditional halting probabilities)")
     lam = torch.cat([lambdas[:, :-1], torch.ones_like(lambdas[:, -1:])], dim=1)
     survive = torch.cumprod(1 - lam, dim=1)  # prod_{j<=n} (1 - lambda_j)
     before = torch.cat([torch.ones_like(survive[:, :1]), survive[:, :-1]], dim=1)  # prod_{j<n}
@@ -54,8 +57,8 @@ def truncated_geometric(lambda_p: float, n_max: int) -> Tensor:
     """The prior p_G(n) = lambda_p (1 - lambda_p)^(n-1) on n = 1..n_max, renormalised to sum 1."""
     if not 0.0 < lambda_p <= 1.0:
         raise ValueError(f"lambda_p={lambda_p}; allowed values: 0 < lambda_p <= 1")
-    if n_max < 1:
-        raise ValueError(f"n_max={n_max}; allowed values: >= 1")
+    if not isinstance(n_max, int) or isinstance(n_max, bool) or n_max < 1:
+        raise ValueError(f"n_max={n_max!r}; allowed values: an integer >= 1")
     n = torch.arange(n_max, dtype=torch.float64)
     prior = lambda_p * (1 - lambda_p) ** n
     return (prior / prior.sum()).float()
@@ -70,8 +73,15 @@ def kl_divergence(p: Tensor, prior: Tensor) -> Tensor:
     Swapping the arguments, KL(prior || p), is a different loss (and one public implementation's
     mistake): it explodes wherever p_n goes to 0 under a positive prior.
     """
-    if (prior <= 0).any():
-        raise ValueError("prior must be positive everywhere")
+    if not isinstance(p, Tensor) or not isinstance(prior, Tensor) or p.dim() == 0:
+        raise ValueError("p and prior must be tensors (..., steps N) and (N,)")
+    if prior.shape[-1:] != p.shape[-1:] or prior.dim() > p.dim():
+        raise ValueError(
+            f"prior has shape {tuple(prior.shape)}; allowed values: ({p.shape[-1]},), the number "
+            f"of steps of p {tuple(p.shape)}"
+        )
+    if not bool((prior > 0).all()):  # also rejects NaN
+        raise ValueError("prior must be positive everywhere (no zero, negative or NaN entry)")
     prior = prior.to(p.device).expand_as(p)
     return (p * (p.clamp_min(1e-12).log() - prior.log())).sum(dim=-1)
 
@@ -82,10 +92,13 @@ def ponder_loss(
     """PonderNet's loss: L_rec = mean over the batch of sum_n p_n L(y, y_n), and
     L_reg = beta mean KL(p || p_G(lambda_p)). ``step_losses``: (B, N) loss of each step's
     prediction. Returns ``(L_rec, L_reg)``; train on their sum."""
-    if beta < 0:
-        raise ValueError(f"beta={beta}; allowed values: >= 0")
+    if not isinstance(beta, int | float) or not beta >= 0:  # also rejects NaN
+        raise ValueError(f"beta={beta!r}; allowed values: a number >= 0")
     if step_losses.shape != p.shape:
-        raise ValueError(f"step_losses {tuple(step_losses.shape)} and p {tuple(p.shape)} differ")
+        raise ValueError(
+            f"step_losses {tuple(step_losses.shape)} and p {tuple(p.shape)} differ; allowed "
+            "values: two tensors of one shape (batch, steps)"
+        )
     rec = (p * step_losses).sum(dim=1).mean()
     reg = beta * kl_divergence(p, truncated_geometric(lambda_p, p.shape[1])).mean()
     return rec, reg
@@ -119,7 +132,13 @@ class PonderNet(nn.Module):
         s = self.cell(with_flag(x, n == 1), s)
         return s, self.out(s), torch.sigmoid(self.halt(s)).squeeze(-1)
 
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.d_in:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x has shape {shape}; allowed values: (batch, d_in={self.d_in})")
+
     def forward(self, x: Tensor) -> PonderOutput:
+        self._check_input(x)
         s = x.new_zeros(x.shape[0], self.hidden)
         ys, lams = [], []
         for n in range(1, self.n_max + 1):
@@ -133,6 +152,7 @@ class PonderNet(nn.Module):
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> SampledOutput:
         """Run until each example halts: at step n it halts with probability lambda_n (1 at
         n_max). Examples that halted are not updated again; the loop ends when all have."""
+        self._check_input(x)
         batch = x.shape[0]
         s = x.new_zeros(batch, self.hidden)
         y_out = x.new_zeros(batch, self.d_out)

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from adaedu.checks import check_int
 from adaedu.lm.rope import RotaryEmbedding
 
 
@@ -70,6 +71,8 @@ class KVCache:
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> Tensor:
     """(t, s) boolean mask for t new queries after s - t cached tokens: query i (at position
     s - t + i) may see key j iff j <= s - t + i."""
+    check_int("s", s, 0)
+    check_int("t", t, 0, s)  # the new queries are among the s positions
     return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaedu.checks import check_int
+
 FFN_KINDS = ("mlp", "swiglu")
 
 
@@ -40,6 +42,8 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
+        check_int("d_model", d_model)
+        check_int("d_ff", d_ff)
         self.up = nn.Linear(d_model, d_ff, bias=False)  # W_1
         self.out = nn.Linear(d_ff, d_model, bias=False)  # W_2
 
@@ -52,6 +56,8 @@ class SwiGLU(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
+        check_int("d_model", d_model)
+        check_int("d_ff", d_ff)
         self.gate = nn.Linear(d_model, d_ff, bias=False)  # W
         self.up = nn.Linear(d_model, d_ff, bias=False)  # V
         self.out = nn.Linear(d_ff, d_model, bias=False)  # W_2

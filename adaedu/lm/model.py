@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaedu.checks import check_int
 from adaedu.lm.attention import CausalSelfAttention, KVCache
 from adaedu.lm.ffn import FFN_KINDS, MLP, SwiGLU, default_d_ff, split_ffn_output
 from adaedu.lm.norm import RMSNorm
@@ -32,11 +33,6 @@ from adaedu.lm.norm import RMSNorm
 #: ``factory(config, layer)`` builds the FFN of block ``layer`` (0-based), e.g. an MoE layer
 #: in every other block as in the Switch Transformer.
 FFNFactory = Callable[["TinyLMConfig", int], nn.Module]
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r}; allowed values: an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ class TinyLMConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "block_size"):
-            _positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"n_heads={self.n_heads}; allowed values: a divisor of d_model={self.d_model}"
@@ -79,7 +75,7 @@ class TinyLMConfig:
                 "factory(config, layer) -> nn.Module"
             )
         if self.d_ff is not None:
-            _positive_int("d_ff", self.d_ff)
+            check_int("d_ff", self.d_ff)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r}; allowed values: 0 <= dropout < 1")
         if not self.rope_base > 1.0:
@@ -104,7 +100,7 @@ class Block(nn.Module):
 
     def __init__(self, config: TinyLMConfig, layer: int):
         super().__init__()
-        self.layer = layer
+        self.layer = check_int("layer", layer, 0, config.n_layers - 1)
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.attn = CausalSelfAttention(
             config.d_model, config.n_heads, config.block_size, config.rope_base, config.dropout
@@ -182,6 +178,11 @@ class TinyLM(nn.Module):
             or idx.dtype not in (torch.long, torch.int)
         ):
             raise ValueError("idx must be a (batch, time) tensor of integer token ids")
+        if idx.numel() and not 0 <= int(idx.min()) <= int(idx.max()) < self.config.vocab_size:
+            raise ValueError(
+                f"idx holds ids {int(idx.min())}..{int(idx.max())}; allowed values: "
+                f"0..{self.config.vocab_size - 1} (vocab_size={self.config.vocab_size})"
+            )
         start = 0 if cache is None else cache.length
         if start + idx.shape[1] > self.config.block_size:
             raise ValueError(
@@ -203,4 +204,6 @@ class TinyLM(nn.Module):
 def lm_loss(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
     """A loss function for :func:`adaedu.train.train`: the next-token cross-entropy of a batch
     ``(x, y, ...)`` such as a :class:`adaedu.data.TextBatch` (auxiliary losses not included)."""
+    if not (isinstance(batch, Sequence | Tensor) and len(batch) >= 2):
+        raise ValueError("batch must be a sequence (x, y, ...) of inputs and targets (a TextBatch)")
     return model(batch[0], targets=batch[1]).loss

@@ -31,6 +31,12 @@ def rotary_angles(positions: Tensor, dim: int, base: float = 10000.0) -> tuple[T
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Eq. 34: rotate each pair (x_2i, x_2i+1) of the last dimension by the angle of its row."""
+    d = x.shape[-1]
+    if d % 2 or cos.shape != sin.shape or cos.shape[-1:] != (d // 2,):
+        raise ValueError(
+            f"x {tuple(x.shape)}, cos {tuple(cos.shape)}, sin {tuple(sin.shape)}; allowed values: "
+            "x (..., T, d) with d even, and cos and sin of the same shape (T, d/2)"
+        )
     x1, x2 = x[..., 0::2], x[..., 1::2]  # the two coordinates of every pair
     y1 = x1 * cos - x2 * sin  # eq. 34: x_1 cos m.theta_1 - x_2 sin m.theta_1
     y2 = x2 * cos + x1 * sin  # eq. 34: x_2 cos m.theta_1 + x_1 sin m.theta_1

@@ -15,6 +15,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
+from numbers import Integral
 
 #: Pre-tokens: letters, digits or punctuation with an optional leading space; whitespace runs
 #: (all but their last space, which goes to the next word). Every character is matched.
@@ -23,6 +24,8 @@ PRETOKEN = re.compile(r" ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
 
 def pretokenize(text: str) -> list[str]:
     """Cut ``text`` into pre-tokens; ``"".join(pretokenize(text)) == text``."""
+    if not isinstance(text, str):
+        raise TypeError(f"text is a {type(text).__name__}; allowed values: a str")
     return PRETOKEN.findall(text)
 
 
@@ -37,9 +40,10 @@ class CharTokenizer:
     UNK = "\ufffd"
 
     def __init__(self, chars: Iterable[str]):
-        chars = sorted(set(chars) - {self.UNK})
-        if not chars or any(len(c) != 1 for c in chars):
+        chars = (set(chars) if isinstance(chars, Iterable) else set()) - {self.UNK}
+        if not chars or any(not isinstance(c, str) or len(c) != 1 for c in chars):
             raise ValueError("chars must be a non-empty iterable of single characters")
+        chars = sorted(chars)
         self.itos: list[str] = [self.UNK, *chars]  # id -> character
         self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.itos)}  # character -> id
 
@@ -64,6 +68,8 @@ class CharTokenizer:
 
 def merge_pair(symbols: Sequence[int], pair: tuple[int, int], new: int) -> list[int]:
     """Replace each occurrence of ``pair`` in ``symbols`` (left to right) by the symbol ``new``."""
+    if not (isinstance(pair, tuple) and len(pair) == 2):
+        raise ValueError(f"pair={pair!r}; allowed values: a tuple of two symbols (a, b)")
     out, i = [], 0
     while i < len(symbols):
         if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
@@ -84,12 +90,19 @@ class BPETokenizer:
     """
 
     def __init__(self, base: CharTokenizer, merges: Sequence[tuple[int, int]]):
+        if not isinstance(base, CharTokenizer):
+            raise TypeError(f"base is a {type(base).__name__}; allowed values: a CharTokenizer")
         self.base = base
         self.merges = [tuple(m) for m in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         self.vocab: list[str] = list(base.itos)  # id -> the string it stands for
-        for a, b in self.merges:
-            self.vocab.append(self.vocab[a] + self.vocab[b])
+        for r, pair in enumerate(self.merges):
+            n = len(self.vocab)  # merge r may join base characters and the symbols of merges < r
+            if len(pair) != 2 or not all(isinstance(i, Integral) and 0 <= i < n for i in pair):
+                raise ValueError(
+                    f"merges[{r}]={pair!r}; allowed values: pairs of ids in 0..{n - 1}"
+                )
+            self.vocab.append(self.vocab[pair[0]] + self.vocab[pair[1]])
         self._cache: dict[str, list[int]] = {}
 
     @property

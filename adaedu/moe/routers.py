@@ -73,6 +73,19 @@ def _check_groups(x: Tensor, d_model: int | None) -> None:
         raise ValueError(f"x has shape {shape}; allowed values: (groups G, tokens n, {d})")
 
 
+def _check_finite(x: Tensor, why: str) -> None:
+    """Reject NaN / inf tokens where tokens compete (capacity, expert choice, Soft MoE): a
+    non-finite token would take an expert's slot (or poison every slot's softmax) and change the
+    outputs of the clean tokens of its group. Dropless token choice needs no check: there a NaN
+    token only makes its own output NaN, as in any layer."""
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).any(dim=-1).nonzero()[0].tolist()
+        raise ValueError(
+            f"x contains NaN or inf (first at token {bad}); allowed values: finite activations "
+            f"({why}: a non-finite token would change the other tokens' outputs)"
+        )
+
+
 # --- the routing structure ------------------------------------------------------------------------
 
 
@@ -296,7 +309,8 @@ class ShazeerRouter(Router):
         G, n, d = x.shape
         out = self.gate(x.reshape(G * n, d))
         capacity = None
-        if self.capacity_factor is not None:
+        if self.capacity_factor is not None and n > 0:  # n = 0: nothing to route
+            _check_finite(x, "capacity-limited routing")
             capacity = expert_capacity(n, self.n_experts, self.capacity_factor, self.k)
         return token_choice_routing(
             out.top_indices.view(G, n, self.k),
@@ -346,15 +360,16 @@ class TopKRouter(Router):
         # eq. 2: G(x) = Softmax(TopK(x W_g)) = the k kept probabilities, renormalised to sum to 1
         weights = top_probs / top_probs.sum(dim=-1, keepdim=True)
         capacity = None
-        if self.capacity_factor is not None:
+        if self.capacity_factor is not None and n > 0:  # n = 0: nothing to route
+            _check_finite(x, "capacity-limited routing")
             capacity = expert_capacity(n, self.n_experts, self.capacity_factor, self.k)
         return token_choice_routing(
             chosen,
             weights,
             self.n_experts,
             capacity,
-            logits=logits.reshape(G * n, -1),
-            probs=probs.reshape(G * n, -1),
+            logits=logits.reshape(G * n, self.n_experts),
+            probs=probs.reshape(G * n, self.n_experts),
         )
 
     def active_experts(self, tokens_per_group: int) -> float:
@@ -392,15 +407,16 @@ class SwitchRouter(Router):
         probs = torch.softmax(logits, dim=-1)  # eq. 1: p_i(x) = e^{h_i} / sum_j e^{h_j}
         top_prob, chosen = probs.max(dim=-1, keepdim=True)  # i = argmax p(x); eq. 2 weight p_i(x)
         capacity = None
-        if self.capacity_factor is not None:
+        if self.capacity_factor is not None and n > 0:  # n = 0: nothing to route
+            _check_finite(x, "capacity-limited routing")
             capacity = expert_capacity(n, self.n_experts, self.capacity_factor)  # eq. 3
         return token_choice_routing(
             chosen,
             top_prob,
             self.n_experts,
             capacity,
-            logits=logits.reshape(G * n, -1),
-            probs=probs.reshape(G * n, -1),
+            logits=logits.reshape(G * n, self.n_experts),
+            probs=probs.reshape(G * n, self.n_experts),
         )
 
     def active_experts(self, tokens_per_group: int) -> float:
@@ -519,7 +535,7 @@ class HashRouter(Router):
         chosen = self.table[token_ids].unsqueeze(-1)  # expert = hash(token id)
         weights = torch.ones(chosen.shape, dtype=x.dtype, device=x.device)
         capacity = None
-        if self.capacity_factor is not None:
+        if self.capacity_factor is not None and n > 0:  # n = 0: nothing to route
             capacity = expert_capacity(n, self.n_experts, self.capacity_factor)
         return token_choice_routing(chosen, weights, self.n_experts, capacity)
 
@@ -553,10 +569,11 @@ class ExpertChoiceRouter(Router):
 
     def forward(self, x: Tensor, token_ids: Tensor | None = None) -> Routing:
         _check_groups(x, self.d_model)
+        _check_finite(x, "expert choice")
         G, n, _ = x.shape
         logits = _float32_logits(self.linear, x)  # X W_g
         scores = torch.softmax(logits, dim=-1)  # S = Softmax(X W_g), (G, n, E)
-        k = min(n, expert_capacity(n, self.n_experts, self.capacity_factor))  # k = n c / E
+        k = min(n, expert_capacity(max(n, 1), self.n_experts, self.capacity_factor))  # k = n c / E
         gate, index = scores.transpose(1, 2).topk(k, dim=-1)  # G, I = TopK(S^T, k): (G, E, k)
         token = index + n * torch.arange(G, device=x.device).view(G, 1, 1)
         expert = torch.arange(self.n_experts, device=x.device).view(1, -1, 1).expand_as(index)
@@ -566,8 +583,8 @@ class ExpertChoiceRouter(Router):
             gate.reshape(-1),
             G * n,
             self.n_experts,
-            logits=logits.reshape(G * n, -1),
-            probs=scores.reshape(G * n, -1),
+            logits=logits.reshape(G * n, self.n_experts),
+            probs=scores.reshape(G * n, self.n_experts),
         )
 
     def active_experts(self, tokens_per_group: int) -> float:
@@ -602,6 +619,7 @@ class SoftMoERouter(Router):
 
     def forward(self, x: Tensor, token_ids: Tensor | None = None) -> Routing:
         _check_groups(x, self.d_model)
+        _check_finite(x, "Soft MoE mixes every token into every slot")
         G, n, _ = x.shape
         E, S = self.n_experts, self.slots_per_expert
         x32, phi = x.float(), self.phi.float()

@@ -48,7 +48,7 @@ def moe_stats(routing: Routing) -> MoEStats:
     counts = routing.expert_counts.float()
     if routing.is_soft:
         per_token = torch.full((N,), E, dtype=torch.long)
-        entropy = _entropy(routing.combine.reshape(N, -1))
+        entropy = _entropy(routing.combine.flatten(0, 1).flatten(1))  # (N, E * S)
     else:
         per_token = torch.bincount(routing.token.cpu(), minlength=N)
         entropy = _entropy(routing.probs) if routing.probs is not None else 0.0
