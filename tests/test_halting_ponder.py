@@ -195,3 +195,38 @@ def test_halt_at_threshold_stops_at_the_first_step_reaching_it():
     assert halt_at_threshold(out, 1.0).steps.tolist() == [3, 3]
     with pytest.raises(ValueError, match="threshold=0"):
         halt_at_threshold(out, 0.0)
+
+
+def test_skipnet_real_skipping_equals_dense_masked_run():
+    from adaedu.halting.skipnet import masked_reference_logits
+
+    adaedu.seed_everything(0)
+    x = torch.randn(64, 6)
+    net = GatedResMLP(6, 8, 3, n_blocks=4).eval()
+    with torch.no_grad():  # open about half the gates, input-dependently
+        for g in net.gates:
+            g.bias.zero_()
+    gates = net(x).gates
+    assert 0 < gates.mean() < 1
+    assert torch.allclose(net(x).logits, masked_reference_logits(net, x), atol=1e-6)
+    with torch.no_grad():  # a reference that ignored the gates would differ
+        all_on = net.head(_dense_all_blocks(net, x))
+    assert not torch.allclose(all_on, net(x).logits)
+    static = GatedResMLP(6, 8, 3, n_blocks=4, static=1).eval()
+    assert torch.allclose(static(x).logits, masked_reference_logits(static, x), atol=1e-6)
+
+
+def _dense_all_blocks(net, x):
+    h = torch.relu(net.inp(x))
+    for block in net.blocks:
+        h = h + block(h)
+    return h
+
+
+def test_pondernet_gru_cell_trains_with_clipping():
+    adaedu.seed_everything(0)
+    model = PonderNet(4, 8, 1, n_max=5, cell="gru")
+    assert isinstance(model.cell, torch.nn.GRUCell)
+    fit_parity(model, 4, steps=2, batch_size=8, beta=0.01, lambda_p=0.2, grad_clip=1.0)
+    b = parity_batch(16, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(model(b.x).p.sum(1), torch.ones(16), atol=1e-6)

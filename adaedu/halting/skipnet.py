@@ -115,3 +115,18 @@ def evaluate_skipnet(model: GatedResMLP, x: Tensor, y: Tensor) -> tuple[float, f
     out = model(x)
     acc = (out.logits.argmax(1) == y).float().mean().item()
     return acc, out.gates.sum(1).mean().item(), model.flops_per_example(out.gates).mean().item()
+
+
+@torch.no_grad()
+def masked_reference_logits(model: GatedResMLP, x: Tensor) -> Tensor:
+    """The logits of ``model`` computed densely: every block runs on every example and a closed
+    gate multiplies its output by 0. Equal to ``model(x).logits`` in evaluation mode if, and only
+    if, the real skipping there changes nothing but the compute (a mechanism check)."""
+    h = F.relu(model.inp(x))
+    for i, (block, gate) in enumerate(zip(model.blocks, model.gates, strict=True)):
+        if model.static is not None:
+            on = torch.full_like(h[:, 0], 1.0 if i < model.static else 0.0)
+        else:
+            on = (torch.sigmoid(gate(h)).squeeze(-1) > 0.5).float()
+        h = h + on[:, None] * block(h)
+    return model.head(h)
