@@ -291,3 +291,63 @@ def test_prefetch_split_and_layer_seconds():
     # 1 unguessed and 2 guessed misses: 2 + 1 * 5 + max(0, 2 * 5 - 2) = 15
     seconds = off.layer_seconds(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.2]), 2.0, 5.0)
     assert seconds.tolist() == [15.0, 2.0]
+
+
+# --- nulls and per-sequence statistics (issue 9 redesign of 2.13) ------------------------------
+
+
+def test_forced_trace_reproduces_the_generated_trace():
+    model = _tiny_model()
+    prompts = torch.randint(11, (3, 5), generator=torch.Generator().manual_seed(3))
+    trace = off.record_expert_trace(model, prompts, 9, generator=torch.Generator().manual_seed(1))
+    forced = off.forced_expert_trace(model, trace.tokens, prompt=5)
+    assert torch.equal(forced.experts, trace.experts)  # the same text gives the same routing
+    assert torch.allclose(forced.hidden, trace.hidden, atol=1e-5)
+    other = off.forced_expert_trace(_tiny_model(seed=1), trace.tokens, prompt=5)
+    assert other.experts.shape == trace.experts.shape
+    assert not torch.equal(other.experts, trace.experts)  # other weights, other routing
+    with pytest.raises(ValueError, match="prompt"):
+        off.forced_expert_trace(model, trace.tokens, prompt=0)
+
+
+def test_shuffle_keeps_each_layers_marginals_and_destroys_the_order():
+    g = torch.Generator().manual_seed(0)
+    experts = torch.stack([torch.randperm(8, generator=g)[:2] for _ in range(2 * 50 * 3)])
+    trace = off.ExpertTrace(experts.reshape(2, 50, 3, 2), torch.zeros(2, 50, 3, 4), None, 8)
+    shuffled = off.shuffle_trace(trace, torch.Generator().manual_seed(1))
+    for s in range(2):
+        for layer in range(3):
+            a, b = trace.experts[s, :, layer], shuffled.experts[s, :, layer]
+            assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))
+    assert not torch.equal(trace.experts, shuffled.experts)
+    # a trace that repeats one set for 25 steps, then another, loses its locality when shuffled
+    runs = torch.tensor([[0, 1]] * 25 + [[2, 3]] * 25).reshape(1, 50, 1, 2).repeat(8, 1, 1, 1)
+    local = off.ExpertTrace(runs, torch.zeros(8, 50, 1, 4), None, 8)
+    before = off.sequence_hit_rates(local, 2).mean()
+    after = off.sequence_hit_rates(off.shuffle_trace(local, torch.Generator().manual_seed(2)), 2)
+    assert before == pytest.approx(48 / 50) and after.mean() < 0.7
+
+
+def test_sequence_hit_rates_average_to_the_cache_study():
+    model = _tiny_model(n_layers=2)
+    prompts = torch.randint(11, (3, 4), generator=torch.Generator().manual_seed(4))
+    trace = off.record_expert_trace(model, prompts, 12, generator=torch.Generator().manual_seed(0))
+    study = off.cache_study(trace, capacities=[2, 4], policies=("lru", "belady"))
+    for i, c in enumerate((2, 4)):
+        for policy in ("lru", "belady"):
+            per_seq = off.sequence_hit_rates(trace, c, policy)
+            assert per_seq.shape == (3,)
+            assert per_seq.mean() == pytest.approx(study.overall(policy)[i].item(), abs=1e-6)
+    pooled = off.concat_traces([trace, trace])
+    assert pooled.experts.shape[0] == 6
+    assert off.cache_study(pooled, [3]).overall("lru") == pytest.approx(
+        off.cache_study(trace, [3]).overall("lru")
+    )
+
+
+def test_sequence_recall_by_hand():
+    experts = torch.tensor([[[[0, 1], [2, 3]]], [[[4, 5], [6, 7]]]])  # (S=2, T=1, L=2, k=2)
+    guesses = torch.tensor([[[[-1, -1], [3, 0]]], [[[-1, -1], [7, 6]]]])
+    assert off.sequence_recall(guesses, experts).tolist() == [0.5, 1.0]  # layer 0 has no guess
+    with pytest.raises(ValueError, match="guesses"):
+        off.sequence_recall(guesses[0], experts[0])

@@ -426,3 +426,47 @@ def test_exercise_rejects_plausible_mistakes_with_a_diagnosis(name):
 def test_exercise_hints_exist():
     for exercise, _ in EXERCISES.values():
         assert 2 <= len(exercise.hints) <= 3
+
+
+# --- notebook 2.1's collapse regime (issue 9 redesign) ---------------------------------------------
+
+
+def test_cluster_task_with_shared_structure():
+    independent = make_cluster_task(8, 6, 3, seed=5)
+    shared = make_cluster_task(8, 6, 3, shared=0.3, seed=5)
+    variances = []  # still scaled to output variance ~1 (in expectation over the task's seed)
+    for seed in range(10):
+        task = make_cluster_task(16, 16, 8, shared=0.3, seed=seed)
+        variances.append(task.sample(2000, torch.Generator().manual_seed(0))[1].var().item())
+    assert 0.8 < sum(variances) / len(variances) < 1.2
+
+    # the maps share a common part: close to their mean, far less so without sharing
+    def spread(task):
+        maps = task.maps
+        return ((maps - maps.mean(0)).norm() / maps.norm()).item()
+
+    assert spread(shared) < 0.45 < 0.8 < spread(independent)
+    assert torch.equal(shared.centers, independent.centers)
+    none = make_cluster_task(8, 6, 3, shared=None, seed=5)
+    assert torch.equal(none.maps, independent.maps)  # the default is unchanged
+    with pytest.raises(ValueError, match="shared"):
+        make_cluster_task(8, 6, 3, shared=-0.1)
+
+
+def test_evaluate_in_training_mode_draws_the_gate_noise():
+    moe = _trained_looking_moe()
+    x = torch.randn(500, moe.d_in, generator=torch.Generator().manual_seed(1))
+    y = torch.zeros(500, moe.d_out)
+    moe.train()
+    _, clean = evaluate(moe, x, y)
+    assert moe.training  # evaluate restores the mode
+    torch.manual_seed(0)
+    _, noisy_a = evaluate(moe, x, y, training_mode=True)
+    torch.manual_seed(1)
+    _, noisy_b = evaluate(moe, x, y, training_mode=True)
+    _, clean_again = evaluate(moe, x, y)
+    assert clean.tokens_per_expert == clean_again.tokens_per_expert  # eval mode: deterministic
+    assert noisy_a.tokens_per_expert != noisy_b.tokens_per_expert  # training mode: noisy gates
+    assert sum(noisy_a.tokens_per_expert) == 500 * moe.k
+    with pytest.raises(ValueError, match="training_mode"):
+        evaluate(moe, x, y, training_mode=1)

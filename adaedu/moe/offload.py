@@ -149,6 +149,57 @@ def record_expert_trace(
     )
 
 
+def forced_expert_trace(model: nn.Module, tokens: Tensor, prompt: int) -> ExpertTrace:
+    """The trace ``model`` would record if it read the given ``tokens`` (S, prompt + T) instead
+    of generating its own: one causal forward pass, in eval mode, and for each position after the
+    first ``prompt`` the chosen experts and every block's output, as in
+    :func:`record_expert_trace` (decode step t is position ``prompt + t``). Notebook 2.13 routes
+    the trained model's generations through the same architecture at initialisation with it:
+    the same text, only the weights differ."""
+    ffns = _moe_layers(model)
+    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
+        raise ValueError("tokens must be a (sequences S, length) tensor of token ids")
+    _check_int("prompt", prompt, 1, tokens.shape[1] - 1)
+    if tokens.shape[1] > model.config.block_size:
+        raise ValueError(
+            f"tokens has {tokens.shape[1]} positions; allowed values: <= block_size "
+            f"{model.config.block_size}"
+        )
+    outputs: list[Tensor] = []
+    hooks = [b.register_forward_hook(lambda m, i, o: outputs.append(o[0])) for b in model.blocks]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model(tokens.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    S, n = tokens.shape
+    experts = torch.stack([f.last_routing.chosen.reshape(S, n, -1) for f in ffns], dim=2)
+    hidden = torch.stack([h for h in outputs], dim=2)  # (S, n, L, d)
+    return ExpertTrace(
+        experts=experts[:, prompt:].cpu(),
+        hidden=hidden[:, prompt:].float().cpu(),
+        tokens=tokens.cpu(),
+        n_experts=ffns[0].n_experts,
+    )
+
+
+def shuffle_trace(trace: ExpertTrace, generator: torch.Generator | None = None) -> ExpertTrace:
+    """A null trace with the same marginals: for every sequence and layer, the decode steps'
+    expert sets in a random order (each token keeps its k experts; which experts a layer uses,
+    and how often, is unchanged; only the order in time is destroyed). A cache's hit rate on it
+    is what the routing's marginal distribution alone would give. ``hidden`` and ``tokens`` are
+    kept as they are: use the result for cache statistics only."""
+    S, T, L, _ = trace.experts.shape
+    order = torch.rand(S, L, T, generator=generator).argsort(dim=-1).transpose(1, 2)  # (S, T, L)
+    experts = trace.experts.gather(1, order.unsqueeze(-1).expand_as(trace.experts))
+    return ExpertTrace(experts, trace.hidden, trace.tokens, trace.n_experts)
+
+
 # --- cache simulation -----------------------------------------------------------------------------
 
 
@@ -253,6 +304,25 @@ class CacheStudy:
         return self.hit_rate[policy].mean(dim=1)
 
 
+def sequence_hit_rates(
+    trace: ExpertTrace, capacity: int, policy: str = "lru", seed: int = 0
+) -> Tensor:
+    """Hit rate of each sequence (S,), over all its layers (each layer with its own cache, empty
+    at the start): the unit a bootstrap over sequences resamples. The same ``seed`` gives the
+    random policy the same draws on two traces of the same shape."""
+    _check_int("capacity", capacity, 1, trace.n_experts)
+    S, T, L, k = trace.experts.shape
+    generator = torch.Generator().manual_seed(seed)
+    misses = torch.zeros(S)
+    for s in range(S):
+        for layer in range(L):
+            missed = simulate_cache(
+                trace.experts[s, :, layer], capacity, policy, trace.n_experts, generator
+            )
+            misses[s] += missed.sum()
+    return 1 - misses / (T * L * k)
+
+
 def cache_study(
     trace: ExpertTrace,
     capacities: list[int] | None = None,
@@ -260,7 +330,9 @@ def cache_study(
     seed: int = 0,
 ) -> CacheStudy:
     """Run :func:`simulate_cache` on every sequence and layer of ``trace``, for every capacity
-    (default 1..E) and policy. Each sequence starts with empty caches (one generation request)."""
+    (default 1..E) and policy. Each sequence starts with empty caches (one generation request).
+    Several traces of the same model shape (e.g. one per seed) can be pooled first with
+    :func:`concat_traces`."""
     capacities = list(range(1, trace.n_experts + 1)) if capacities is None else list(capacities)
     for c in capacities:
         _check_int("capacity", c, 1, trace.n_experts)
@@ -279,6 +351,22 @@ def cache_study(
         hit_rate[policy] = 1 - misses / (S * T * k)
         per_token[policy] = misses.sum(dim=1) / (S * T)
     return CacheStudy(capacities, hit_rate, per_token)
+
+
+def concat_traces(traces: list[ExpertTrace]) -> ExpertTrace:
+    """Pool the sequences of several traces (same T, L, k, E) into one (``hidden`` and
+    ``experts`` concatenated along the sequences; ``tokens`` too when their lengths agree)."""
+    if not traces:
+        raise ValueError("traces is empty; allowed values: a non-empty list of ExpertTrace")
+    shape = traces[0].experts.shape[1:]
+    if any(t.experts.shape[1:] != shape or t.n_experts != traces[0].n_experts for t in traces):
+        raise ValueError("traces must have the same tokens, layers, k and n_experts")
+    return ExpertTrace(
+        torch.cat([t.experts for t in traces]),
+        torch.cat([t.hidden for t in traces]),
+        torch.cat([t.tokens for t in traces]),
+        traces[0].n_experts,
+    )
 
 
 # --- speculative prefetch -------------------------------------------------------------------------
@@ -319,6 +407,23 @@ def speculative_recall(guesses: Tensor, experts: Tensor) -> Tensor:
     recall = found.mean(dim=-1).flatten(0, -2).mean(dim=0)  # (L,)
     no_guess = (guesses < 0).all(dim=-1).flatten(0, -2).all(dim=0)
     return recall.masked_fill(no_guess, float("nan"))
+
+
+def sequence_recall(guesses: Tensor, experts: Tensor) -> Tensor:
+    """Recall of the guesses for each sequence (S,): |guess ∩ used| / |used| averaged over the
+    sequence's tokens and the layers that have guesses. ``guesses`` (S, T, L, g) and ``experts``
+    (S, T, L, k) as from :func:`speculative_guesses`; the unit a bootstrap over sequences
+    resamples."""
+    if guesses.dim() != 4 or guesses.shape[:-1] != experts.shape[:-1]:
+        raise ValueError(
+            f"guesses {tuple(guesses.shape)} and experts {tuple(experts.shape)}; allowed values: "
+            "(S, T, L, g) and (S, T, L, k)"
+        )
+    has_guess = ~(guesses < 0).all(dim=-1).all(dim=(0, 1))  # (L,)
+    if not has_guess.any():
+        raise ValueError("guesses has no layer with guesses (all -1)")
+    found = (experts.unsqueeze(-1) == guesses.unsqueeze(-2)).any(dim=-1).float()  # (S, T, L, k)
+    return found[:, :, has_guess].mean(dim=(1, 2, 3))
 
 
 # --- the latency model ----------------------------------------------------------------------------

@@ -55,19 +55,31 @@ def make_cluster_task(
     *,
     center_scale: float = 2.0,
     spread: float = 1.0,
+    shared: float | None = None,
     seed: int = 0,
 ) -> ClusterTask:
     """A :class:`ClusterTask` with centres ~ N(0, center_scale^2 I) and maps A_c with i.i.d.
-    N(0, 1 / (d_in (center_scale^2 + spread^2))) entries, so that each output has variance ~1."""
+    N(0, 1 / (d_in (center_scale^2 + spread^2))) entries, so that each output has variance ~1.
+
+    With ``shared = s`` the maps share structure: A_c = (A_0 + s B_c) / sqrt(1 + s^2) with A_0
+    common to all clusters and B_c drawn per cluster (same entry variance as above), so that an
+    expert fitted on any cluster is already decent on all of them (notebook 2.1's collapse run:
+    ``shared=0.3`` is the review's y = (A_0 + 0.3 A_c) x). ``None`` (default): independent maps.
+    """
     for name, value in (("n_clusters", n_clusters), ("d_in", d_in), ("d_out", d_out)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}; allowed values: an integer >= 1")
     if not center_scale > 0 or not spread > 0:
         raise ValueError(f"center_scale={center_scale}, spread={spread}; allowed values: both > 0")
+    if shared is not None and not (isinstance(shared, int | float) and shared >= 0):
+        raise ValueError(f"shared={shared!r}; allowed values: None or a number >= 0")
     gen = torch.Generator().manual_seed(seed)
     centers = center_scale * torch.randn(n_clusters, d_in, generator=gen)
     scale = (d_in * (center_scale**2 + spread**2)) ** -0.5
     maps = scale * torch.randn(n_clusters, d_out, d_in, generator=gen)
+    if shared is not None:
+        common = scale * torch.randn(d_out, d_in, generator=gen)
+        maps = (common + shared * maps) / (1 + shared**2) ** 0.5
     return ClusterTask(centers, maps, spread)
 
 
@@ -122,11 +134,17 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, RoutingStats | None]:
-    """Test mean squared error on ``(x, y)`` in eval mode (no gate noise), and for a
-    :class:`SparseMoE` the routing statistics of that batch (else None)."""
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, *, training_mode: bool = False
+) -> tuple[float, RoutingStats | None]:
+    """Mean squared error on ``(x, y)`` and, for a :class:`SparseMoE`, the routing statistics of
+    that batch (else None). In eval mode (default) the gate has no noise; with
+    ``training_mode=True`` the router draws its noise as in training (eq. 3), the protocol of the
+    paper's Table 6, whose statistics are measured on training batches."""
+    if not isinstance(training_mode, bool):
+        raise ValueError(f"training_mode={training_mode!r}; allowed values: True, False")
     was_training = model.training
-    model.eval()
+    model.train(training_mode)
     device = next(model.parameters()).device
     mse = float((model(x.to(device)) - y.to(device)).pow(2).mean())
     model.train(was_training)
