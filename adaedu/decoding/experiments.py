@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from adaedu.claims import Interval
 from adaedu.data import TextCorpus, Tokenizer
 from adaedu.decoding.beam import LMScorer, beam_search
 from adaedu.decoding.contrastive import continuation_nll, decode, diversity, repetition
-from adaedu.decoding.spelling import corpus_bleu, most_likely, variants
+from adaedu.decoding.spelling import bleu_from_stats, bleu_stats, corpus_bleu, most_likely, variants
 from adaedu.lm import TinyLM, TinyLMConfig, lm_loss
 from adaedu.train import History, train
 
@@ -56,25 +57,79 @@ def line_prompts(
     return torch.tensor([tokenizer.encode(text[s : s + length]) for s in chosen])
 
 
+def token_prompts(
+    tokens: torch.Tensor, tokenizer: Tokenizer, n: int, length: int, seed: int = 0
+) -> torch.Tensor:
+    """``n`` prompts of ``length`` token ids each, as a (n, length) LongTensor: windows of the 1-d
+    token stream ``tokens`` (e.g. a BPE-encoded validation split) that start right after a token
+    ending in a newline, i.e. at the start of a line, chosen at random without replacement."""
+    if n < 1 or length < 1:
+        raise ValueError(f"n={n}, length={length}; allowed values: integers >= 1")
+    if tokens.dim() != 1 or len(tokens) <= length:
+        raise ValueError(
+            f"tokens has shape {tuple(tokens.shape)}; allowed: 1-d, longer than length"
+        )
+    ends_line = {t for t in set(tokens.tolist()) if tokenizer.decode([t]).endswith("\n")}
+    ids = tokens.tolist()
+    starts = [
+        i + 1
+        for i in range(len(ids) - length - 1)
+        if ids[i] in ends_line and ids[i + 1] not in ends_line
+    ]
+    if not starts:
+        raise ValueError("tokens holds no line start followed by `length` tokens")
+    chosen = random.Random(seed).sample(starts, min(n, len(starts)))
+    return torch.stack([tokens[s : s + length] for s in chosen])
+
+
 @dataclass
 class GenerationReport:
-    """What one decoder produced from a set of prompts."""
+    """What one decoder produced from a set of prompts (means, and one value per prompt)."""
 
     texts: list[str]
     rep: dict[int, float]  # mean rep-n over the continuations, n = 2, 3, 4
     diversity: float  # Li et al.: prod_n (1 - rep-n), pooled
     expert_nll: float  # mean expert NLL per token of the continuations (nats)
+    nll: list[float] = field(default_factory=list)  # per prompt: expert NLL, nats per token
+    nll_char: list[float] = field(default_factory=list)  # per prompt: expert NLL, nats per char
+    rep_each: dict[int, list[float]] = field(default_factory=dict)  # per prompt: rep-n
+    coherence: list[float] = field(default_factory=list)  # per prompt: see :func:`coherence`
+
+
+@torch.no_grad()
+def coherence(model: TinyLM, tokens: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """A coherence proxy in the spirit of Li et al.'s (sec. 6: cosine similarity of the SimCSE
+    sentence embeddings of prompt and continuation): the cosine similarity of the mean input
+    embeddings (``model.embed``) of the prompt's tokens and of the continuation's, per row."""
+    if not 0 < prompt_len < tokens.shape[1]:
+        raise ValueError(f"prompt_len={prompt_len}; allowed values: 1 .. {tokens.shape[1] - 1}")
+    e = model.embed(tokens).float()
+    a, b = e[:, :prompt_len].mean(dim=1), e[:, prompt_len:].mean(dim=1)
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
 @torch.no_grad()
 def generation_report(
     expert: TinyLM, tokens: torch.Tensor, prompt_len: int, tokenizer: Tokenizer
 ) -> GenerationReport:
-    """Repetition, diversity and expert NLL of the continuations ``tokens[:, prompt_len:]``."""
+    """Repetition, diversity, expert NLL (per token and per character) and the coherence proxy
+    of the continuations ``tokens[:, prompt_len:]``, in the mean and per prompt."""
     texts = [tokenizer.decode(row[prompt_len:].tolist()) for row in tokens]
-    reps = {n: sum(repetition(t, n) for t in texts) / len(texts) for n in (2, 3, 4)}
-    nll = continuation_nll(expert, tokens, prompt_len).mean().item()
-    return GenerationReport(texts, reps, diversity(texts), nll)
+    rep_each = {n: [repetition(t, n) for t in texts] for n in (2, 3, 4)}
+    reps = {n: sum(v) / len(v) for n, v in rep_each.items()}
+    nll = continuation_nll(expert, tokens, prompt_len)
+    n_new = tokens.shape[1] - prompt_len
+    nll_char = [float(x) * n_new / max(len(t), 1) for x, t in zip(nll, texts, strict=True)]
+    return GenerationReport(
+        texts,
+        reps,
+        diversity(texts),
+        nll.mean().item(),
+        nll.tolist(),
+        nll_char,
+        rep_each,
+        coherence(expert, tokens, prompt_len).tolist(),
+    )
 
 
 def compare_decoders(
@@ -148,6 +203,7 @@ class SweepRow:
     calls: float  # model calls per source
     tokens: float  # token positions scored per source
     flops: float  # measured FLOPs per source
+    log_probs: list[float] = field(default_factory=list)  # model log p of each output (nats)
 
 
 @torch.no_grad()
@@ -204,6 +260,45 @@ def beam_sweep(
                     calls=calls / k,
                     tokens=toks / k,
                     flops=flops / k,
+                    log_probs=lps,
                 )
             )
     return rows
+
+
+def paired_bleu_interval(
+    outputs_a: Sequence[str],
+    outputs_b: Sequence[str],
+    references: Sequence[str],
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Paired bootstrap over sentences (Koehn, 2004) of ``BLEU(a) - BLEU(b)``, corpus BLEU: each
+    replicate resamples the test sentences with replacement and recomputes both corpus BLEUs on
+    the same sample. Returns the full-set difference with the percentile interval."""
+    k = len(references)
+    if not (len(outputs_a) == len(outputs_b) == k) or k < 2:
+        raise ValueError(
+            f"{len(outputs_a)}, {len(outputs_b)} outputs and {k} references; allowed values: the "
+            "same number (>= 2) of each"
+        )
+    if not (isinstance(n_boot, int) and n_boot >= 100):
+        raise ValueError(f"n_boot={n_boot!r}; allowed values: an integer >= 100")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r}; allowed values: a number in (0, 1)")
+    sa = torch.tensor([bleu_stats(h, r) for h, r in zip(outputs_a, references, strict=True)])
+    sb = torch.tensor([bleu_stats(h, r) for h, r in zip(outputs_b, references, strict=True)])
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, k, (n_boot, k), generator=g)
+    ta, tb = sa[idx].sum(dim=1).tolist(), sb[idx].sum(dim=1).tolist()
+    diffs = torch.tensor(
+        [bleu_from_stats(x) - bleu_from_stats(y) for x, y in zip(ta, tb, strict=True)],
+        dtype=torch.float64,
+    )
+    lo, hi = torch.quantile(
+        diffs, torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=torch.float64)
+    )
+    mean = bleu_from_stats(sa.sum(0).tolist()) - bleu_from_stats(sb.sum(0).tolist())
+    return Interval(mean, float(lo), float(hi), level, "bootstrap", k)

@@ -74,8 +74,18 @@ class Decoder(Protocol):
 # --- the quantities of the analysis (Leviathan et al. 2023, section 3) ------------------------
 
 
+def _check_same_shape(p: Tensor, q: Tensor) -> None:
+    if not isinstance(p, Tensor) or not isinstance(q, Tensor) or p.shape != q.shape:
+        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (p, q)]
+        raise ValueError(
+            f"p has shape {shapes[0]} and q {shapes[1]}; allowed values: two distributions of "
+            "one shape (..., vocab)"
+        )
+
+
 def total_variation(p: Tensor, q: Tensor) -> Tensor:
     """``TV(p, q) = 1/2 sum_x |p(x) - q(x)|`` over the last dimension."""
+    _check_same_shape(p, q)
     return 0.5 * (p - q).abs().sum(dim=-1)
 
 
@@ -83,6 +93,7 @@ def acceptance_rate(p: Tensor, q: Tensor) -> Tensor:
     """``alpha = sum_x min(p(x), q(x)) = 1 - TV(p, q)`` over the last dimension: the probability
     that a draft from ``q`` is accepted when the target's distribution is ``p`` (Leviathan et al.
     2023, Definition 3.4 and Corollary 3.6)."""
+    _check_same_shape(p, q)
     return torch.minimum(p, q).sum(dim=-1)
 
 
@@ -90,6 +101,7 @@ def residual_distribution(p: Tensor, q: Tensor) -> Tensor:
     """``norm((p - q)_+)`` over the last dimension: where a rejected draft is resampled from
     (Chen et al. 2023, eq. 3; Leviathan et al. 2023, Algorithm 1 ``p'(x)``). Where ``p == q``
     (rejection impossible) it returns ``p``."""
+    _check_same_shape(p, q)
     diff = (p - q).clamp(min=0)  # (p - q)_+
     mass = diff.sum(dim=-1, keepdim=True)
     return torch.where(mass > 0, diff / mass.clamp(min=torch.finfo(diff.dtype).tiny), p)
@@ -133,6 +145,13 @@ def walltime_factor(alpha: float, gamma: int, c: float, v: float = 1.0) -> float
 VerifyFn = Callable[[Tensor, Tensor, Tensor, "torch.Generator | None"], tuple[int, int]]
 
 
+def _check_drafts(drafts: Tensor, vocab: int) -> None:
+    if drafts.is_floating_point() or (
+        drafts.numel() and not (0 <= int(drafts.min()) and int(drafts.max()) < vocab)
+    ):
+        raise ValueError(f"drafts must be token ids; allowed values: integers 0..{vocab - 1}")
+
+
 def verify(
     p: Tensor, q: Tensor, drafts: Tensor, generator: torch.Generator | None = None
 ) -> tuple[int, int]:
@@ -150,6 +169,7 @@ def verify(
             f"p {tuple(p.shape)}, q {tuple(q.shape)}, drafts {tuple(drafts.shape)}; allowed: "
             "p (gamma + 1, V), q (gamma, V), drafts (gamma,)"
         )
+    _check_drafts(drafts, p.shape[-1])
     n = gamma
     if gamma:
         rows = torch.arange(gamma, device=p.device)
@@ -323,6 +343,7 @@ def wrong_verify_resample_from_p(
     """A deliberately WRONG rule, to show that the exactness test can fail: the acceptance test
     of :func:`verify`, but a rejected draft is replaced by a sample from ``p`` instead of
     ``norm((p - q)_+)``. Tokens where ``q`` is large get emitted too often."""
+    _check_drafts(drafts, p.shape[-1])
     gamma = drafts.shape[0]
     rows = torch.arange(gamma, device=p.device)
     r = torch.rand(gamma, generator=generator, device=p.device, dtype=torch.float64)
@@ -375,6 +396,10 @@ def exactness_test(
     if not isinstance(n_tokens, int) or not 1 <= n_tokens <= 3:
         raise ValueError(f"n_tokens={n_tokens!r}; allowed values: 1, 2 or 3")
     vocab = target.config.vocab_size
+    if not isinstance(first_token, int) or isinstance(first_token, bool):
+        raise ValueError(f"first_token={first_token!r}; allowed values: a token id 0..{vocab - 1}")
+    if not 0 <= first_token < vocab:
+        raise ValueError(f"first_token={first_token!r}; allowed values: a token id 0..{vocab - 1}")
     trans = target.probs().double()
     exact = trans[first_token]
     for _ in range(n_tokens - 1):  # P(x_1..x_t) p(x_{t+1} | x_t), flattened lexicographically
@@ -401,6 +426,13 @@ def call_time(model: Decoder, context: int, new_tokens: int = 1, repeats: int = 
     cached ones (random token ids), on the model's device, in the steady state of decoding: the
     cache is filled once, and after each timed call rolled back to ``context`` positions (as
     speculative sampling does after a verification)."""
+    for name, value, low in (
+        ("context", context, 0),
+        ("new_tokens", new_tokens, 1),
+        ("repeats", repeats, 1),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}={value!r}; allowed values: an integer >= {low}")
     device = next(iter(model.parameters())).device if isinstance(model, nn.Module) else None
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(model.config.vocab_size, (1, context + new_tokens), generator=gen)
@@ -569,3 +601,52 @@ def online_speculative_decoding(
             for _ in range(steps_per_request):
                 result.kl.append(distill_step(draft, out, probs, optimizer))
     return result
+
+
+@dataclass
+class TimedPrompt:
+    """Plain vs speculative wall-clock on one prompt (:func:`timed_speedup`)."""
+
+    plain: list[float]  # seconds of each repeat of plain sampling from the target
+    speculative: list[float]  # seconds of each repeat of speculative sampling
+
+    @property
+    def speedup(self) -> float:
+        """Median plain time / median speculative time."""
+        return statistics.median(self.plain) / statistics.median(self.speculative)
+
+
+def timed_speedup(
+    target: Decoder,
+    draft: Decoder,
+    prompts: Sequence[Tensor],
+    max_new_tokens: int,
+    gamma: int,
+    repeats: int = 5,
+    temperature: float = 1.0,
+) -> list[TimedPrompt]:
+    """Wall-clock of speculative sampling (Chen et al. 2023, Algorithm 2) against plain sampling
+    from the target, per prompt: ``repeats`` pairs of runs, plain and speculative alternating
+    (so that background load hits both alike), repeat ``r`` of both seeded with ``r``. The unit of
+    an interval over prompts is :attr:`TimedPrompt.speedup` (a ratio of medians)."""
+    _check_alpha_gamma(0.0, gamma)
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats={repeats!r}; allowed values: an integer >= 1")
+    if not prompts:
+        raise ValueError("prompts is empty; allowed values: one or more (1, T) tensors")
+    out = []
+    for prompt in prompts:
+        row = TimedPrompt([], [])
+        for r in range(repeats):
+            gen = torch.Generator(device=prompt.device).manual_seed(r)
+            start = time.perf_counter()
+            sample(target, prompt, max_new_tokens, temperature, generator=gen)
+            row.plain.append(time.perf_counter() - start)
+            gen = torch.Generator(device=prompt.device).manual_seed(r)
+            start = time.perf_counter()
+            speculative_sample(
+                target, draft, prompt, max_new_tokens, gamma, temperature, generator=gen
+            )
+            row.speculative.append(time.perf_counter() - start)
+        out.append(row)
+    return out

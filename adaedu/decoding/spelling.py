@@ -118,6 +118,34 @@ def clipped_matches(hypothesis: Sequence[str], reference: Sequence[str], n: int)
     return sum(min(c, r[g]) for g, c in h.items()), sum(h.values())  # Count_clip, Count
 
 
+def bleu_stats(hypothesis: str, reference: str, max_n: int = 4) -> list[int]:
+    """The sufficient statistics of one sentence for corpus BLEU (Papineni et al., 2002):
+    ``[len(hyp), len(ref), matches_1, totals_1, ..., matches_N, totals_N]`` (whitespace words).
+    Corpus BLEU is a function of their sums over sentences (:func:`bleu_from_stats`), which is what
+    a bootstrap over sentences resamples."""
+    if not isinstance(max_n, int) or max_n < 1:
+        raise ValueError(f"max_n={max_n!r}; allowed values: an integer >= 1")
+    h, r = hypothesis.split(), reference.split()
+    out = [len(h), len(r)]
+    for n in range(1, max_n + 1):
+        out.extend(clipped_matches(h, r, n))
+    return out
+
+
+def bleu_from_stats(stats: Sequence[float]) -> float:
+    """Corpus BLEU in 0..100 from summed :func:`bleu_stats`: ``BP * exp(mean_n log p_n)``, with
+    the brevity penalty ``BP = exp(1 - r / c)`` when the hypotheses are shorter (c <= r)."""
+    if len(stats) < 4 or len(stats) % 2:
+        raise ValueError(f"stats has {len(stats)} entries; allowed values: 2 + 2 * max_n")
+    hyp_len, ref_len = stats[0], stats[1]
+    matches, totals = stats[2::2], stats[3::2]
+    if min(matches) == 0:
+        return 0.0
+    log_p = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / len(matches)
+    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / max(hyp_len, 1))  # brevity
+    return 100.0 * bp * math.exp(log_p)
+
+
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], max_n: int = 4) -> float:
     """Papineni et al. (2002): corpus BLEU in 0..100 of whitespace-split ``hypotheses`` against
     one reference each: ``BP * exp(mean_n log p_n)`` with clipped n-gram counts, no smoothing."""
@@ -125,17 +153,7 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], max_n: int
         raise ValueError("hypotheses and references must be non-empty and of the same length")
     if not isinstance(max_n, int) or max_n < 1:
         raise ValueError(f"max_n={max_n!r}; allowed values: an integer >= 1")
-    matches, totals = [0] * max_n, [0] * max_n
-    hyp_len = ref_len = 0
+    total = [0] * (2 + 2 * max_n)
     for hyp, ref in zip(hypotheses, references, strict=True):
-        h, r = hyp.split(), ref.split()
-        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
-        for n in range(1, max_n + 1):
-            m, t = clipped_matches(h, r, n)
-            matches[n - 1] += m
-            totals[n - 1] += t
-    if min(matches) == 0:
-        return 0.0
-    log_p = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / max_n
-    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / max(hyp_len, 1))  # brevity
-    return 100.0 * bp * math.exp(log_p)
+        total = [a + b for a, b in zip(total, bleu_stats(hyp, ref, max_n), strict=True)]
+    return bleu_from_stats(total)
