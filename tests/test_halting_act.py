@@ -193,3 +193,61 @@ def test_q2(wrong):
     assert ex.q2.run_check(ex.parity_target).passed
     result = ex.q2.run_check(wrong)
     assert not result.passed and "+1" in result.message or "flipped" in result.message
+
+
+def test_penalty_schedule_warmup_and_ramp():
+    from adaedu.halting.experiments import penalty_schedule
+
+    # 100 steps, warm-up 30 %, ramp 30 %: 0 on steps 1-30, rising over 31-60, then 1
+    values = [penalty_schedule(s, 100, 0.3, 0.3) for s in range(1, 101)]
+    assert values[:30] == [0.0] * 30
+    assert values[30] == pytest.approx(0.0) and values[45] == pytest.approx(0.5)
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False))  # non-decreasing
+    assert values[60:] == [1.0] * 40
+    assert penalty_schedule(1, 10) == 1.0  # no warm-up: Graves's constant penalty
+    assert penalty_schedule(5, 10, 0.5, 0.0) == 0.0 and penalty_schedule(6, 10, 0.5, 0.0) == 1.0
+    for bad in [dict(warmup=-0.1), dict(warmup=0.8, ramp=0.3), dict(ramp=1.5)]:
+        with pytest.raises(ValueError, match="warmup"):
+            penalty_schedule(1, 10, **{"warmup": 0.0, "ramp": 0.0, **bad})
+    with pytest.raises(ValueError, match="step"):
+        penalty_schedule(11, 10)
+
+
+def test_fit_parity_warmup_switches_the_penalty_off():
+    """With the penalty off for the whole run (warm-up 100 %), a huge tau must leave training
+    identical to tau = 0; with the penalty on, it must change it."""
+
+    def train(tau, warmup):
+        adaedu.seed_everything(0)
+        model = ACT(4, 8, 1, cap=5)
+        fit_parity(model, 4, steps=4, batch_size=8, tau=tau, tau_warmup=warmup)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    base = train(0.0, 0.0)
+    assert torch.equal(train(10.0, 1.0), base)
+    assert not torch.allclose(train(10.0, 0.0), base)
+
+
+def test_fit_parity_grad_clip():
+    def train(clip):
+        adaedu.seed_everything(0)
+        model = RepeatRNN(4, 8, 1, k=2)
+        fit_parity(model, 4, steps=1, batch_size=8, lr=1.0, grad_clip=clip)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert not torch.allclose(train(None), train(1e-6))
+    with pytest.raises(ValueError, match="grad_clip"):
+        fit_parity(RepeatRNN(4, 8, 1), 4, steps=1, grad_clip=0.0)
+
+
+def test_error_by_count():
+    from adaedu.halting.experiments import ParityEval, error_by_count
+
+    ev = ParityEval(
+        correct=torch.tensor([True, False, True, True]),
+        steps=torch.ones(4),
+        flops=torch.ones(4),
+        k=torch.tensor([1, 1, 2, 2]),
+    )
+    errs = error_by_count(ev, [1, 2, 3])
+    assert errs[:2] == [0.5, 0.0] and math.isnan(errs[2])

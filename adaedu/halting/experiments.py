@@ -60,6 +60,28 @@ def parity_loss(
     raise ValueError(f"model is a {type(model).__name__}; allowed: ACT, PonderNet, RepeatRNN")
 
 
+def penalty_schedule(step: int, steps: int, warmup: float = 0.0, ramp: float = 0.0) -> float:
+    """The factor (0..1) applied to ACT's time penalty tau at training step ``step`` (1-based) of
+    ``steps``: 0 for the first ``warmup`` fraction of the run, then a linear rise to 1 over the next
+    ``ramp`` fraction, then 1. ``warmup = ramp = 0`` is Graves's constant penalty.
+
+    The warm-up lets the network learn the task before it is asked to save steps; Graves (2016)
+    uses a constant tau, with runs far longer than ours, so this is our addition (notebook 4.1).
+    """
+    if not (0.0 <= warmup <= 1.0 and 0.0 <= ramp <= 1.0 and warmup + ramp <= 1.0):
+        raise ValueError(
+            f"warmup={warmup}, ramp={ramp}; allowed values: fractions in [0, 1] with sum <= 1"
+        )
+    if steps < 1 or not 1 <= step <= steps:
+        raise ValueError(f"step={step}, steps={steps}; allowed values: 1 <= step <= steps")
+    frac = (step - 1) / steps
+    if frac < warmup:
+        return 0.0
+    if ramp == 0.0 or frac >= warmup + ramp:
+        return 1.0
+    return (frac - warmup) / ramp
+
+
 def fit_parity(
     model: nn.Module,
     n_bits: int,
@@ -70,21 +92,37 @@ def fit_parity(
     min_nonzero: int = 1,
     max_nonzero: int | None = None,
     log_every: int = 100,
+    grad_clip: float | None = None,
+    tau_warmup: float = 0.0,
+    tau_ramp: float = 0.0,
     **loss_kw: float,
 ) -> FitHistory:
-    """Train ``model`` with Adam on fresh parity batches; returns the logged history."""
+    """Train ``model`` with Adam on fresh parity batches; returns the logged history.
+
+    ``grad_clip``: clip the global gradient norm (None: no clipping). ``tau_warmup`` and
+    ``tau_ramp`` schedule ACT's time penalty ``tau`` (see :func:`penalty_schedule`).
+    """
     if steps < 1:
         raise ValueError(f"steps={steps}; allowed values: >= 1")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip={grad_clip}; allowed values: None or a number > 0")
+    penalty_schedule(1, steps, tau_warmup, tau_ramp)  # validates the schedule
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history, start = FitHistory(), time.perf_counter()
     model.train()
+    tau = loss_kw.pop("tau", 0.01)
     for step in range(1, steps + 1):
         batch = parity_batch(batch_size, n_bits, min_nonzero, max_nonzero, generator=gen)
-        loss, mean_steps = parity_loss(model, batch.x.to(device), batch.y.to(device), **loss_kw)
+        tau_now = tau * penalty_schedule(step, steps, tau_warmup, tau_ramp)
+        loss, mean_steps = parity_loss(
+            model, batch.x.to(device), batch.y.to(device), tau=tau_now, **loss_kw
+        )
         opt.zero_grad()
         loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         if step % log_every == 0 or step == steps:
             history.step.append(step)
@@ -140,6 +178,17 @@ def evaluate_parity(model: nn.Module, x: Tensor, y: Tensor, k: Tensor, seed: int
     model.train()
     correct = (y_hat > 0).float().cpu() == y.cpu()
     return ParityEval(correct, steps.cpu(), flops.cpu(), k.cpu())
+
+
+def error_by_count(ev: ParityEval, counts: list[int] | range) -> list[float]:
+    """Test error at each number of nonzero entries in ``counts`` (NaN where none occurs)."""
+    errors = []
+    for k in counts:
+        sel = ev.k == k
+        errors.append(
+            float("nan") if not sel.any() else 1.0 - ev.correct[sel].float().mean().item()
+        )
+    return errors
 
 
 def spearman(a: Tensor, b: Tensor) -> float:
