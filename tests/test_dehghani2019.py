@@ -21,6 +21,7 @@ from adaedu.halting.universal import (
     sequence_accuracy,
     sinusoid,
     train_algorithmic,
+    train_to_bar,
 )
 
 V = FIRST_SYMBOL + 5
@@ -171,3 +172,91 @@ def test_q3_rejects_wrong_answers() -> None:
 
     assert "IGNORE" in ex.q3.run_check(counts_ignored).message
     assert "EVERY" in ex.q3.run_check(mean_not_all).message
+
+
+def test_halt_from_input_reads_the_state_before_the_step() -> None:
+    """With max_steps=2 and threshold 0.5, a position halts after step 1 iff p^1 > 0.5, so the
+    steps N reveal which state the halting unit read (tensor2tensor: the step's input)."""
+    torch.manual_seed(0)
+    tokens = torch.randint(FIRST_SYMBOL, V, (4, 9))
+    positions = torch.arange(9).expand(4, 9)
+    for halt_from in ("updated", "input"):
+        torch.manual_seed(1)
+        ut = UniversalTransformer(
+            V, d_model=16, n_heads=2, d_ff=32, max_steps=2, threshold=0.5, halt_from=halt_from
+        )
+        with torch.no_grad():
+            ut.halt.weight.mul_(20.0)
+            ut.halt.bias.zero_()
+            ut(tokens, positions)
+            x = ut.embed(tokens) + coordinate_embedding(positions, 0, 16)
+            p_in = torch.sigmoid(ut.halt(x)).squeeze(-1)
+            p_up = torch.sigmoid(ut.halt(ut.layer(x))).squeeze(-1)
+        assert ((p_in > 0.5) != (p_up > 0.5)).any()  # the two rules disagree somewhere
+        p = p_up if halt_from == "updated" else p_in
+        assert torch.equal(ut.last_ponder.steps, torch.where(p > 0.5, 1.0, 2.0))
+    with pytest.raises(ValueError, match="halt_from"):
+        UniversalTransformer(V, halt_from="before")
+
+
+def test_train_to_bar_stops_at_the_first_check_that_reaches_the_bar() -> None:
+    adaedu.seed_everything(0)
+    model = UniversalTransformer(V, d_model=32, n_heads=2, d_ff=64, max_steps=3)
+    run = train_to_bar(
+        model,
+        "copy",
+        bar=0.9,
+        check_every=25,
+        max_steps=400,
+        batch_size=32,
+        lr=3e-3,
+        n_symbols=5,
+        n_val=32,
+        ponder_weight=0.01,
+    )
+    assert run.reached and run.final_accuracy >= 0.9 and run.steps < 400
+    steps = [s for s, _ in run.checks]
+    assert steps == list(range(25, run.steps + 1, 25))  # checked every 25 steps, stopped at once
+    assert all(a < 0.9 for _, a in run.checks[:-1])
+    # an unreachable bar: trains to the cap, checks at the cap, reports not reached
+    adaedu.seed_everything(0)
+    model = UniversalTransformer(V, d_model=16, n_heads=2, d_ff=32, max_steps=2)
+    run = train_to_bar(model, "reverse", bar=1.0, check_every=10, max_steps=25, n_symbols=5)
+    assert not run.reached and run.steps == 25 and [s for s, _ in run.checks] == [10, 20, 25]
+    for bad in (dict(bar=0.0), dict(check_every=50, max_steps=10)):
+        kw = dict(max_steps=20) | bad
+        with pytest.raises(ValueError):
+            train_to_bar(model, "copy", **kw)
+
+
+def test_run_seeds_is_deterministic_and_keeps_an_untrained_control() -> None:
+    from adaedu.halting import ut_experiments as ux
+
+    cfg = ux.Config(
+        d_model=16,
+        n_heads=2,
+        ut_max_steps=3,
+        n_layers=2,
+        ut_cap=20,
+        vanilla_cap=20,
+        check_every=10,
+        bar=0.99,
+        batch_size=8,
+        n_test=8,
+        n_val=8,
+        lengths=(4, 16),
+    )
+    a, b = ux.run_seeds([3], cfg), ux.run_seeds([3], cfg)
+    assert a[0].ut_run.checks == b[0].ut_run.checks
+    assert set(a[0].results) == {"UT + ACT", "vanilla", "untrained UT"}
+    ut, vanilla = ux.load_models(a[0], cfg)
+    adaedu.seed_everything(3)
+    control, _ = ux.make_models(cfg)  # the seed's initial UT: the control is exactly this model
+    assert not torch.equal(ut.layer.qkv.weight, control.layer.qkv.weight)  # trained
+    again = evaluate_lengths(control, "reverse", [4, 16], 8, cfg.n_symbols)
+    for x, y in zip(again, a[0].results["untrained UT"], strict=True):
+        assert x.char_acc == y.char_acc and torch.equal(x.steps, y.steps)
+    with pytest.raises(ValueError, match="workers"):
+        ux.run_seeds([0], cfg, workers=0)
+    with pytest.raises(ValueError, match="seeds"):
+        ux.run_seeds([], cfg)

@@ -207,3 +207,60 @@ def test_q3_overthinking_checker():
         assert not ex.q3.run_check(wrong).passed, wrong.__name__
     assert "error rate" in ex.q3.run_check(error_rate).message
     assert ex.q3.run_check(_not_implemented).implemented is False
+
+
+def test_validation_split_is_carved_from_training_and_leaves_test_unchanged():
+    plain = me.load_noisy_digits(test_fraction=0.3, noise=1.0, seed=0)
+    split = me.load_noisy_digits(test_fraction=0.3, noise=1.0, seed=0, val_fraction=0.3)
+    assert plain.x_val is None and plain.y_val is None
+    assert len(split.y_train) + len(split.y_val) == len(plain.y_train)
+    assert abs(len(split.y_val) - 0.3 * len(plain.y_train)) <= 1
+    assert torch.equal(split.x_test, plain.x_test) and torch.equal(split.y_test, plain.y_test)
+    # stratified: every class in both parts, in about the same proportion
+    frac = torch.bincount(split.y_val, minlength=10) / torch.bincount(plain.y_train, minlength=10)
+    assert frac.min() > 0.2 and frac.max() < 0.4
+    # the clean training rows of the split are rows of the unsplit training set
+    rows = {tuple(r.tolist()) for r in plain.x_train}
+    assert all(tuple(r.tolist()) in rows for r in split.x_train[:50])
+    # the validation images are noisy (not equal to any clean training row)
+    assert not any(tuple(r.tolist()) in rows for r in split.x_val[:50])
+    with pytest.raises(ValueError, match="val_fraction"):
+        me.load_noisy_digits(val_fraction=1.0)
+
+
+def test_select_on_validation_takes_the_cheapest_setting_within_tolerance():
+    # 4 layers, 10 examples, label 0. Head 1 right on 7, heads 2-4 right on all 10.
+    labels = torch.zeros(10, dtype=torch.long)
+    preds = torch.zeros(4, 10, dtype=torch.long)
+    preds[0, 7:] = 1
+    logits = _logits_from(preds.tolist(), n_classes=2)
+    policies = [me.FixedDepth(1), me.FixedDepth(3), me.FixedDepth(2), me.FixedDepth(4)]
+    # depth 1 (0.7) is more than 0.003 below the last head (1.0); depths 2-4 qualify: 2 is cheapest
+    assert me.select_on_validation(logits, labels, policies) == 2
+    # a tolerance of 0.3 admits depth 1
+    assert me.select_on_validation(logits, labels, policies, tolerance=0.3) == 0
+    # none qualifies -> the most accurate one
+    assert me.select_on_validation(logits, labels, [me.FixedDepth(1)]) == 0
+    worse_last = logits.clone()
+    worse_last[-1] = _logits_from([[1] * 10], 2)[0]  # the last head is always wrong
+    assert me.select_on_validation(worse_last, labels, [me.FixedDepth(1)], tolerance=0.0) == 0
+    with pytest.raises(ValueError, match="policies"):
+        me.select_on_validation(logits, labels, [])
+    with pytest.raises(ValueError, match="tolerance"):
+        me.select_on_validation(logits, labels, policies, tolerance=-0.1)
+
+
+def test_static_exit_accuracy_interpolates_between_heads():
+    acc = torch.tensor([0.5, 0.7, 0.8, 0.9])
+    assert me.static_exit_accuracy(acc, 1.0) == pytest.approx(0.5)
+    assert me.static_exit_accuracy(acc, 4.0) == pytest.approx(0.9)
+    assert me.static_exit_accuracy(acc, 2.0) == pytest.approx(0.7)
+    assert me.static_exit_accuracy(acc, 2.25) == pytest.approx(0.75 * 0.7 + 0.25 * 0.8)
+    # the expected accuracy of sending half the examples to head 1 and half to head 2
+    labels = torch.zeros(8, dtype=torch.long)
+    preds = torch.tensor([[0] * 4 + [1] * 4, [0] * 6 + [1] * 2])  # heads: 0.5, 0.75
+    head = me.head_accuracies(_logits_from(preds.tolist(), 2), labels)
+    assert me.static_exit_accuracy(head, 1.5) == pytest.approx(0.625)
+    for bad in (0.5, 4.5):
+        with pytest.raises(ValueError, match="mean_layers"):
+            me.static_exit_accuracy(acc, bad)

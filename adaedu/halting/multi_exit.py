@@ -39,29 +39,54 @@ from adaedu.train import History, train
 
 @dataclass
 class DigitData:
-    """Flattened, standardised digit images (B, 64) and labels (B,) for training and testing."""
+    """Flattened, standardised digit images (B, 64) and labels (B,) for training and testing, and
+    (when asked for) a validation split carved out of the training part."""
 
     x_train: Tensor
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
 
 def load_noisy_digits(
-    test_fraction: float = 0.3, noise: float = 0.0, seed: int = 0, noise_seed: int = 1234
+    test_fraction: float = 0.3,
+    noise: float = 0.0,
+    seed: int = 0,
+    noise_seed: int = 1234,
+    val_fraction: float = 0.0,
 ) -> DigitData:
     """sklearn's bundled digits (1797 images of 8x8 pixels), a stratified train/test split fixed
-    by ``seed``, pixels standardised with the training set's mean and std.
+    by ``seed``, pixels standardised with the training part's mean and std.
 
     The *test* images get Gaussian noise of standard deviation ``noise`` (in those standard units),
     drawn once from ``noise_seed`` so that every run is scored on the same noisy test set. The
-    training images stay clean: :func:`train_multi_exit` adds fresh noise to every batch."""
+    training images stay clean: :func:`train_multi_exit` adds fresh noise to every batch. With
+    ``val_fraction`` > 0 that share of the training part (stratified, same ``seed``) becomes a
+    **validation** split with its own fixed noise (from ``noise_seed + 1``), for selecting
+    thresholds; the test split is the same with or without it."""
     if noise < 0:
         raise ValueError(f"noise={noise!r}; allowed values: a standard deviation >= 0")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction!r}; allowed values: 0 <= fraction < 1")
     x_tr, y_tr, x_te, y_te = load_digits_split(test_fraction, seed)
     gen = torch.Generator().manual_seed(noise_seed)
     x_te = x_te + noise * torch.randn(x_te.shape, generator=gen)
-    return DigitData(x_tr, y_tr, x_te, y_te)
+    if not val_fraction:
+        return DigitData(x_tr, y_tr, x_te, y_te)
+    from sklearn.model_selection import train_test_split
+
+    idx_tr, idx_val = train_test_split(
+        torch.arange(len(y_tr)).numpy(),
+        test_size=val_fraction,
+        stratify=y_tr.numpy(),
+        random_state=seed,
+    )
+    idx_tr, idx_val = torch.as_tensor(idx_tr), torch.as_tensor(idx_val)
+    gen_val = torch.Generator().manual_seed(noise_seed + 1)
+    x_val = x_tr[idx_val] + noise * torch.randn((len(idx_val), x_tr.shape[1]), generator=gen_val)
+    return DigitData(x_tr[idx_tr], y_tr[idx_tr], x_te, y_te, x_val, y_tr[idx_val])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,15 +482,53 @@ def sweep(logits: Tensor, labels: Tensor, policies: list[ExitPolicy]) -> Tensor:
 # The notebook's experiment
 
 
+def select_on_validation(
+    val_logits: Tensor, val_labels: Tensor, policies: list[ExitPolicy], tolerance: float = 0.003
+) -> int:
+    """Index of the policy to use, chosen on the **validation** split only: among the policies
+    whose validation accuracy is at least the last head's minus ``tolerance`` (a fraction, 0.003
+    = 0.3 points), the one that runs the fewest mean layers (ties: the earlier in the list); if
+    none qualifies, the most accurate one."""
+    if not policies:
+        raise ValueError("policies is empty; allowed values: one or more ExitPolicy objects")
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance={tolerance!r}; allowed values: 0 <= tolerance < 1")
+    rows = sweep(val_logits, val_labels, policies)  # (policies, 2): accuracy, mean layers
+    last = float(head_accuracies(val_logits, val_labels)[-1])
+    ok = rows[:, 0] >= last - tolerance - 1e-9
+    if ok.any():
+        layers = torch.where(ok, rows[:, 1], torch.full_like(rows[:, 1], float("inf")))
+        return int(layers.argmin())
+    return int(rows[:, 0].argmax())
+
+
+def static_exit_accuracy(head_acc: Tensor, mean_layers: float) -> float:
+    """Accuracy of the **static** exit that runs ``mean_layers`` layers on average: every example
+    leaves at the same depth; a fractional depth m is the static policy that sends a share
+    ``m - floor(m)`` of the examples to head ``floor(m) + 1`` and the rest to head ``floor(m)``,
+    whose expected accuracy interpolates the two heads' accuracies linearly. ``head_acc`` is
+    :func:`head_accuracies` (n_layers,); ``mean_layers`` lies in 1..n_layers."""
+    n = head_acc.shape[0]
+    if not 1.0 <= mean_layers <= n:
+        raise ValueError(f"mean_layers={mean_layers!r}; allowed values: 1 <= mean_layers <= {n}")
+    k = min(int(math.floor(mean_layers)), n - 1) if n > 1 else 1
+    frac = mean_layers - k
+    lower = float(head_acc[k - 1])
+    upper = float(head_acc[min(k, n - 1)])
+    return (1 - frac) * lower + frac * upper
+
+
 @dataclass
 class SeedRun:
     """One trained multi-exit network: its seed, the model, every head's test logits, the
-    training history."""
+    training history, and every head's validation logits (when the data has a validation
+    split)."""
 
     seed: int
     model: MultiExitMLP
     logits: Tensor
     history: History
+    val_logits: Tensor | None = None
 
 
 def run_seeds(
@@ -491,7 +554,8 @@ def run_seeds(
         history = train_multi_exit(
             model, data, steps=steps, batch_size=batch_size, lr=lr, noise=noise, seed=seed
         )
-        runs.append(SeedRun(seed, model, all_head_logits(model, data.x_test), history))
+        val = None if data.x_val is None else all_head_logits(model, data.x_val)
+        runs.append(SeedRun(seed, model, all_head_logits(model, data.x_test), history, val))
     return runs
 
 

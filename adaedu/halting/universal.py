@@ -35,6 +35,7 @@ from torch import Tensor, nn
 BOS, EOS, FIRST_SYMBOL = 0, 1, 2
 IGNORE = -100  # target of the BOS/EOS markers: not scored
 TASKS = ("copy", "reverse")
+HALT_FROM = ("updated", "input")  # the state the halting unit reads (see UniversalTransformer)
 
 
 def sinusoid(values: Tensor, d_model: int) -> Tensor:
@@ -98,7 +99,14 @@ class PonderInfo:
 class UniversalTransformer(nn.Module):
     """UT encoder: one shared :class:`EncoderLayer` applied up to ``max_steps`` times, with the
     coordinate embedding added at every step and per-position ACT halting (``act=True``) or a
-    fixed number of ``max_steps`` steps (``act=False``). ``threshold`` is 1 - eps."""
+    fixed number of ``max_steps`` steps (``act=False``). ``threshold`` is 1 - eps.
+
+    ``halt_from`` says which state the halting unit reads at step n: ``"updated"`` (the default)
+    the state *after* the step, ``p^n = sigmoid(W h^n + b)`` as in Graves (2016, eq. 6, where
+    p^n is computed from the updated state s^n); ``"input"`` the state *before* it,
+    ``sigmoid(W (h^{n-1} + P^n) + b)``, as in the authors' tensor2tensor code
+    (``universal_transformer_util.adaptive_computation_time``: ``p`` is a dense layer of the
+    step's input, the layer is applied afterwards). The paper's text does not say."""
 
     def __init__(
         self,
@@ -110,8 +118,12 @@ class UniversalTransformer(nn.Module):
         act: bool = True,
         threshold: float = 0.99,
         halting_bias: float = 1.0,
+        halt_from: str = "updated",
     ):
         super().__init__()
+        if halt_from not in HALT_FROM:
+            raise ValueError(f"halt_from={halt_from!r}; allowed values: {', '.join(HALT_FROM)}")
+        self.halt_from = halt_from
         if max_steps < 1:
             raise ValueError(f"max_steps={max_steps}; allowed values: an integer >= 1")
         if not 0.0 < threshold <= 1.0:
@@ -151,8 +163,10 @@ class UniversalTransformer(nn.Module):
             if not running.any():
                 break
             loop_steps += 1
-            new = self.layer(h + coordinate_embedding(positions, step, self.d_model))
-            p = torch.sigmoid(self.halt(new)).squeeze(-1)  # p^n per position (eq. 6)
+            x = h + coordinate_embedding(positions, step, self.d_model)
+            new = self.layer(x)
+            read = new if self.halt_from == "updated" else x  # Graves eq. 6 / tensor2tensor
+            p = torch.sigmoid(self.halt(read)).squeeze(-1)  # p^n per position (eq. 6)
             last = step == self.max_steps - 1  # the step cap: every running position halts
             weight, halting, halts_now = halting_step(halting, p, 0.0 if last else self.threshold)
             remainders = torch.where(halts_now, weight, remainders)  # R is the last weight
@@ -296,6 +310,93 @@ def train_algorithmic(
     return train(
         model, loss_fn, batch, steps=steps, optimizer=optimizer, log_every=10, progress=False
     )
+
+
+@dataclass
+class TrainToBar:
+    """What :func:`train_to_bar` did: the training ``history``, the held-out checks
+    ``checks`` (a list of ``(step, in-range char accuracy)``), the ``steps`` trained, whether the
+    ``bar`` was ``reached``, and the training ``seconds``."""
+
+    history: object
+    checks: list[tuple[int, float]]
+    steps: int
+    reached: bool
+    bar: float
+    seconds: float
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.checks[-1][1] if self.checks else float("nan")
+
+
+def train_to_bar(
+    model: nn.Module,
+    task: str,
+    *,
+    bar: float = 0.98,
+    check_every: int = 250,
+    max_steps: int,
+    val_lengths: list[int] | None = None,
+    n_val: int = 128,
+    val_seed: int = 2,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    train_lengths: tuple[int, int] = (1, 12),
+    n_symbols: int = 8,
+    max_position: int = 64,
+    ponder_weight: float = 0.01,
+    seed: int = 0,
+) -> TrainToBar:
+    """Train like :func:`train_algorithmic`, but check the held-out **in-range** character
+    accuracy every ``check_every`` steps (fresh strings of ``val_lengths``, default 2..max
+    training length, drawn from ``val_seed``, not the test seed) and stop at the first check that
+    reaches ``bar``, or after ``max_steps``. The validation strings are a separate split: the
+    test lengths are never looked at during training."""
+    from adaedu.train import train
+
+    if not 0.0 < bar <= 1.0:
+        raise ValueError(f"bar={bar}; allowed values: 0 < bar <= 1")
+    if check_every < 1 or max_steps < check_every:
+        raise ValueError(
+            f"check_every={check_every}, max_steps={max_steps}; allowed values: "
+            "1 <= check_every <= max_steps"
+        )
+    lo, hi = train_lengths
+    if not 1 <= lo <= hi:
+        raise ValueError(f"train_lengths={train_lengths}; allowed values: 1 <= min <= max")
+    lengths = val_lengths or list(range(max(lo, 2), hi + 1))
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    checks: list[tuple[int, float]] = []
+
+    def batch(_step: int) -> tuple[Tensor, Tensor, Tensor]:
+        length = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+        b = algorithmic_batch(task, batch_size, length, n_symbols, gen, max_position)
+        return tuple(t.to(device) for t in b)
+
+    def stop(history) -> bool:
+        step = history.steps[-1]
+        if step % check_every and step != max_steps:
+            return False
+        res = evaluate_lengths(model, task, lengths, n_val, n_symbols, seed=val_seed)
+        checks.append((step, sum(r.char_acc for r in res) / len(res)))
+        return checks[-1][1] >= bar
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = train(
+        model,
+        lambda m, b: sequence_loss(m, b, ponder_weight),
+        batch,
+        steps=max_steps,
+        optimizer=optimizer,
+        log_every=10 if check_every % 10 == 0 else 1,
+        stop=stop,
+        progress=False,
+    )
+    done = history.steps[-1] if history.steps else 0
+    reached = bool(checks) and checks[-1][1] >= bar
+    return TrainToBar(history, checks, done, reached, bar, history.seconds)
 
 
 def sequence_accuracy(logits: Tensor, targets: Tensor) -> tuple[float, float]:
