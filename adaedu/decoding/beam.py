@@ -38,7 +38,7 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from adaedu.lm.model import TinyLM
@@ -65,6 +65,8 @@ class LMScorer:
     """
 
     def __init__(self, model: TinyLM, count_flops: bool = True, flop_table: dict | None = None):
+        if not isinstance(model, nn.Module) or not hasattr(model, "new_cache"):
+            raise TypeError(f"model is a {type(model).__name__}; allowed: a TinyLM")
         self.model, self.count_flops = model, count_flops
         self.flop_table = {} if flop_table is None else flop_table
         self.flops = 0.0
@@ -102,6 +104,8 @@ class PrefixScorer:
     (prompt + generated tokens) of all live hypotheses; ``flops`` stays 0."""
 
     def __init__(self, fn: Callable[[list[list[int]]], Tensor]):
+        if not callable(fn):
+            raise TypeError(f"fn={fn!r}; allowed: a function of the prefixes (list of lists)")
         self.fn = fn
         self.flops = 0.0
         self.prefixes: list[list[int]] = []
@@ -117,6 +121,8 @@ class PrefixScorer:
 
 def length_penalty(length: int, a: float) -> float:
     """Wu et al. (2016), eq. 14: ``lp(Y) = (5 + |Y|)^a / (5 + 1)^a``."""
+    if not isinstance(length, int) or length < 0:
+        raise ValueError(f"length={length!r}; allowed values: an integer >= 0")
     if not a >= 0:
         raise ValueError(f"a={a!r}; allowed values: a number >= 0")
     return ((5.0 + length) / 6.0) ** a
@@ -235,6 +241,10 @@ def greedy_decode(
 ) -> tuple[list[int], float]:
     """Plain greedy decoding (argmax at every step, stop after ``eos``), written without the
     beam machinery to check that a beam of width 1 is the same: ``(tokens, log_prob)``."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}; allowed values: an integer >= 1")
+    if len(prompt) < 1:
+        raise ValueError("prompt is empty; allowed values: at least one token")
     logp, tokens, total = scorer.start(prompt), [], 0.0
     for step in range(max_new_tokens):
         token = int(logp[0].argmax())

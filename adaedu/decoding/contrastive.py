@@ -150,6 +150,8 @@ def continuation_nll(model: TinyLM, tokens: Tensor, prompt_len: int) -> Tensor:
 
 def words(text: str) -> list[str]:
     """Lower-cased words and punctuation marks of ``text`` (the unit of the n-gram metrics)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text is a {type(text).__name__}; allowed: a str")
     return re.findall(r"[a-z0-9']+|[^\sa-z0-9']", text.lower())
 
 
@@ -169,6 +171,8 @@ def repetition(text: str, n: int = 3) -> float:
 
 def diversity(texts: list[str]) -> float:
     """Li et al., sec. 6: ``prod_{n=2..4} (1 - rep-n)``, with rep-n pooled over ``texts``."""
+    if isinstance(texts, str) or not texts:
+        raise ValueError(f"texts={texts!r}; allowed: a non-empty list of strings")
     value = 1.0
     for n in (2, 3, 4):
         grams = [g for t in texts for g in ngrams(words(t), n)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from adaedu.checks import check_int
 from adaedu.claims import Interval
 from adaedu.data import TextCorpus, Tokenizer
 from adaedu.decoding.beam import LMScorer, beam_search
@@ -153,6 +154,7 @@ def compare_decoders(
 
 def arithmetic_problems(text: str, n: int, seed: int = 0) -> list[tuple[str, int]]:
     """``n`` random lines ``a+b=c`` (or ``-``, ``*``) of ``text`` as (``"a+b="``, c)."""
+    check_int("n", n, minimum=0)
     lines = [line for line in text.splitlines() if "=" in line]
     chosen = random.Random(seed).sample(lines, min(n, len(lines)))
     return [(line.split("=")[0] + "=", int(line.split("=")[1])) for line in chosen]

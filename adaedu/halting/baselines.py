@@ -43,6 +43,8 @@ def make_cell(d_in: int, hidden: int, cell: str = "rnn") -> nn.Module:
 
 def with_flag(x: Tensor, first: bool) -> Tensor:
     """Append the binary first-step flag of Graves (2016, Sec. 2): 1 at the first ponder step."""
+    if x.dim() != 2:
+        raise ValueError(f"x has shape {tuple(x.shape)}; allowed: (batch, features)")
     flag = torch.full_like(x[:, :1], 1.0 if first else 0.0)
     return torch.cat([x, flag], dim=1)
 
@@ -59,6 +61,8 @@ class RepeatRNN(nn.Module):
         self.out = nn.Linear(hidden, d_out)
 
     def forward(self, x: Tensor) -> RepeatOutput:
+        if x.dim() != 2 or x.shape[1] != self.d_in:
+            raise ValueError(f"x has shape {tuple(x.shape)}; allowed: (batch, d_in={self.d_in})")
         s = x.new_zeros(x.shape[0], self.hidden)
         for n in range(self.k):
             s = self.cell(with_flag(x, n == 0), s)

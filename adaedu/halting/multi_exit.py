@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaedu.checks import check_int
 from adaedu.compute import forward_flops
 from adaedu.data import load_digits_split
 from adaedu.train import History, train
@@ -98,6 +99,8 @@ class Block(nn.Module):
 
     def __init__(self, d: int, expansion: int = 2, dropout: float = 0.0):
         super().__init__()
+        check_int("d", d)
+        check_int("expansion", expansion)
         self.norm = nn.LayerNorm(d)
         self.up = nn.Linear(d, expansion * d)
         self.down = nn.Linear(expansion * d, d)
@@ -112,6 +115,8 @@ class Head(nn.Module):
 
     def __init__(self, d: int, n_classes: int):
         super().__init__()
+        check_int("d", d)
+        check_int("n_classes", n_classes, minimum=2)
         self.norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, n_classes)
 
@@ -225,6 +230,10 @@ def train_multi_exit(
 @torch.no_grad()
 def all_head_logits(model: MultiExitMLP, x: Tensor) -> Tensor:
     """Logits of every head on ``x`` (n_layers, batch, n_classes), in eval mode, on the CPU."""
+    if x.dim() != 2 or x.shape[1] != model.embed.in_features:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}; allowed: (batch, {model.embed.in_features})"
+        )
     was_training = model.training
     model.eval()
     out = model(x.to(next(model.parameters()).device)).cpu()
@@ -238,6 +247,8 @@ def all_head_logits(model: MultiExitMLP, x: Tensor) -> Tensor:
 
 def entropy(logits: Tensor) -> Tensor:
     """Entropy (nats) of softmax(logits) over the last dimension."""
+    if not logits.is_floating_point():
+        raise TypeError(f"logits has dtype {logits.dtype}; allowed: a floating-point tensor")
     logp = F.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
@@ -246,6 +257,11 @@ def divergence(p_logits: Tensor, q_logits: Tensor, kind: str = "js") -> Tensor:
     """Divergence between the class distributions of two heads, per example (nats):
     ``"kl"``: KL(p || q); ``"js"``: Jensen-Shannon, (KL(p||m) + KL(q||m)) / 2 with m = (p+q)/2,
     symmetric and at most log 2."""
+    if q_logits.shape != p_logits.shape:
+        raise ValueError(
+            f"q_logits shape {tuple(q_logits.shape)}; allowed: p_logits' shape "
+            f"{tuple(p_logits.shape)}"
+        )
     logp, logq = F.log_softmax(p_logits, -1), F.log_softmax(q_logits, -1)
     if kind == "kl":
         return (logp.exp() * (logp - logq)).sum(-1)
@@ -300,7 +316,7 @@ class EntropyThreshold(ExitPolicy):
     threshold: float
 
     def __post_init__(self):
-        if self.threshold < 0:
+        if not self.threshold >= 0:
             raise ValueError(f"threshold={self.threshold!r}; allowed values: >= 0 (nats)")
 
     def step(self, state: Tensor, prev: Tensor | None, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -319,7 +335,7 @@ class Similarity(ExitPolicy):
     kind: str = "js"
 
     def __post_init__(self):
-        if self.threshold < 0:
+        if not self.threshold >= 0:
             raise ValueError(f"threshold={self.threshold!r}; allowed values: >= 0 (nats)")
         if not isinstance(self.t, int) or self.t < 1:
             raise ValueError(f"t={self.t!r}; allowed values: an integer >= 1")
@@ -397,6 +413,8 @@ def early_exit_inference(
 ) -> ExitResult:
     """Real early exit: run layer by layer on the examples still *active* only, apply ``policy``
     to their heads, and drop the ones that leave, so their remaining layers are never computed."""
+    if not isinstance(policy, ExitPolicy):
+        raise TypeError(f"policy={policy!r}; allowed values: an ExitPolicy (e.g. Patience(t))")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -433,6 +451,8 @@ def layer_flops(model: MultiExitMLP) -> tuple[float, Tensor]:
     """FLOPs per example of the input projection, and of each layer *with its head* (every layer
     an example runs is followed by its classifier, which the exit rule needs), measured with
     :func:`adaedu.compute.forward_flops` on the modules themselves."""
+    if not isinstance(model, MultiExitMLP):
+        raise TypeError(f"model is a {type(model).__name__}; allowed: a MultiExitMLP")
     device = next(model.parameters()).device
     x = torch.zeros(1, model.embed.in_features, device=device)
     h = torch.zeros(1, model.embed.out_features, device=device)
@@ -452,14 +472,24 @@ def exit_flops(model: MultiExitMLP, exit_layer: Tensor) -> Tensor:
     return cumulative[exit_layer - 1]
 
 
+def _check_head_logits(logits: Tensor, labels: Tensor) -> None:
+    if logits.dim() != 3 or labels.shape != logits.shape[1:2]:
+        raise ValueError(
+            f"logits shape {tuple(logits.shape)} and labels shape {tuple(labels.shape)}; "
+            "allowed: logits (n_layers, batch, n_classes) with labels (batch,)"
+        )
+
+
 def head_accuracies(logits: Tensor, labels: Tensor) -> Tensor:
     """Accuracy of each head on its own (the static truncation curve), shape (n_layers,)."""
+    _check_head_logits(logits, labels)
     return (logits.argmax(-1) == labels).float().mean(-1)
 
 
 def overthinking_mask(logits: Tensor, labels: Tensor) -> Tensor:
     """Examples that the last head gets wrong although some earlier head got them right
     ("overthinking", Kaya et al. 2019, as discussed by Zhou et al. 2020), shape (batch,)."""
+    _check_head_logits(logits, labels)
     correct = logits.argmax(-1) == labels  # (n_layers, batch)
     return ~correct[-1] & correct[:-1].any(0)
 
@@ -471,6 +501,8 @@ def overthinking_rate(logits: Tensor, labels: Tensor) -> float:
 
 def sweep(logits: Tensor, labels: Tensor, policies: list[ExitPolicy]) -> Tensor:
     """(accuracy, mean layers run) of each policy, shape (len(policies), 2)."""
+    if not policies:
+        raise ValueError("policies is empty; allowed values: one or more ExitPolicy objects")
     rows = []
     for policy in policies:
         r = simulate_exits(logits, policy, labels)

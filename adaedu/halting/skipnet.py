@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaedu.checks import check_int
+
 
 class SkipOutput(NamedTuple):
     """``logits`` (B, C); ``probs`` (B, L) gate probabilities; ``gates`` (B, L) in {0, 1}."""
@@ -90,6 +92,7 @@ def fit_skipnet(
     seed: int = 0,
 ) -> list[float]:
     """Train with cross-entropy + ``alpha`` * mean gate probability (the compute penalty)."""
+    check_int("steps", steps)
     if alpha < 0:
         raise ValueError(f"alpha={alpha}; allowed values: >= 0")
     gen = torch.Generator().manual_seed(seed)

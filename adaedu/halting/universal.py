@@ -402,6 +402,11 @@ def train_to_bar(
 def sequence_accuracy(logits: Tensor, targets: Tensor) -> tuple[float, float]:
     """``(char_acc, seq_acc)``: the fraction of scored slots predicted right, and the fraction of
     sequences with every scored slot right. Slots whose target is IGNORE are not scored."""
+    if logits.dim() != 3 or targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"targets shape {tuple(targets.shape)}, logits shape {tuple(logits.shape)}; "
+            "allowed: targets (B, T) and logits (B, T, V)"
+        )
     scored = targets != IGNORE
     right = (logits.argmax(-1) == targets) | ~scored
     return right[scored].float().mean().item(), right.all(dim=1).float().mean().item()

@@ -36,6 +36,8 @@ def _moe_auxes(aux: Sequence[Any]) -> list[Any]:
 def moe_aux_loss(aux: Sequence[Any]) -> Tensor:
     """Sum over the MoE layers of their weighted auxiliary loss ``aux.loss`` (Switch Sec. 2.2:
     the balance loss is added in every layer). 0 for a dense model."""
+    if isinstance(aux, str) or not isinstance(aux, Sequence):
+        raise TypeError(f"aux={aux!r}; allowed: a list of the layers' aux (LMOutput.aux)")
     losses = [a.loss for a in _moe_auxes(aux)]
     return sum(losses[1:], losses[0]) if losses else torch.zeros(())
 
@@ -46,6 +48,8 @@ def lm_objective(
     """Cross-entropy of ``model(x)`` against ``y`` plus ``aux_loss(out.aux)`` (None: none), for
     :func:`adaedu.train.train`. Logs ``ce`` and, with MoE layers (means over the layers):
     ``balance`` and ``z`` (unweighted), ``dropped`` and ``max_mean_load`` (of this batch)."""
+    if len(batch) < 2:
+        raise ValueError(f"batch has {len(batch)} entries; allowed: (x, y, ...) with targets y")
     out = model(batch[0], targets=batch[1])
     loss = out.loss if aux_loss is None else out.loss + aux_loss(out.aux).to(out.loss.device)
     logs = {"ce": out.loss.item()}

@@ -296,6 +296,8 @@ class RoutingStats:
 @torch.no_grad()
 def routing_stats(route: RouterOutput) -> RoutingStats:
     """Routing statistics of one batch from its :class:`RouterOutput`."""
+    if not isinstance(route, RouterOutput):
+        raise TypeError(f"route is a {type(route).__name__}; allowed: a RouterOutput")
     counts = expert_counts(route.top_indices, route.gates.shape[-1]).float()
     return RoutingStats(
         tokens_per_expert=[int(c) for c in counts.tolist()],

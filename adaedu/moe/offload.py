@@ -223,6 +223,11 @@ def belady_victim(candidates: list[int], next_use: list[float]) -> int:
     (never again counts as infinitely far); ties go to the lowest expert id."""
     if not candidates:
         raise ValueError("candidates is empty; allowed values: a non-empty list of expert ids")
+    if not 0 <= min(candidates) <= max(candidates) < len(next_use):
+        raise ValueError(
+            f"next_use has {len(next_use)} entries for candidates {candidates}; allowed: one "
+            "entry per expert id, every candidate id in 0..len(next_use) - 1"
+        )
     return max(sorted(candidates), key=lambda e: next_use[e])
 
 
@@ -429,18 +434,22 @@ def sequence_recall(guesses: Tensor, experts: Tensor) -> Tensor:
 # --- the latency model ----------------------------------------------------------------------------
 
 
-def tokens_per_second(
-    misses_per_token: Tensor | float, compute_seconds: float, transfer_seconds: float
-) -> Tensor:
-    """A simple latency model of offloaded decoding at batch size 1: each token costs the
-    compute time plus one expert transfer per miss, done one after the other (no overlap):
-    tokens/s = 1 / (compute + misses * transfer)."""
+def _check_seconds(compute_seconds: float, transfer_seconds: float) -> None:
     for name, value in (
         ("compute_seconds", compute_seconds),
         ("transfer_seconds", transfer_seconds),
     ):
         if not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name}={value!r}; allowed values: a number >= 0")
+
+
+def tokens_per_second(
+    misses_per_token: Tensor | float, compute_seconds: float, transfer_seconds: float
+) -> Tensor:
+    """A simple latency model of offloaded decoding at batch size 1: each token costs the
+    compute time plus one expert transfer per miss, done one after the other (no overlap):
+    tokens/s = 1 / (compute + misses * transfer)."""
+    _check_seconds(compute_seconds, transfer_seconds)
     misses = torch.as_tensor(misses_per_token, dtype=torch.float64)
     if (misses < 0).any():
         raise ValueError("misses_per_token must be >= 0")
@@ -500,5 +509,6 @@ def layer_seconds(
     """Time of one layer per token when guessed misses are copied during the previous layer's
     compute: compute + unguessed * transfer + max(0, guessed * transfer - compute). Optimistic:
     wrong guesses are assumed to cost nothing (they would compete for the same bus)."""
+    _check_seconds(compute_seconds, transfer_seconds)
     hidden = torch.clamp(guessed * transfer_seconds - compute_seconds, min=0.0)
     return compute_seconds + unguessed * transfer_seconds + hidden

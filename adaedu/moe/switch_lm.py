@@ -118,6 +118,8 @@ def dense_lm(
 
 def moe_layers(model: nn.Module) -> list[MoEFeedForward]:
     """The MoE layers of ``model``, in order."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model is a {type(model).__name__}; allowed: an nn.Module")
     return [m for m in model.modules() if isinstance(m, MoEFeedForward)]
 
 
