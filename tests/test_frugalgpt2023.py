@@ -75,6 +75,50 @@ def test_models_increase_in_cost():
     assert flops[0] == 2 * C.CANVAS**2 * 10
 
 
+def test_best_under_budget_is_eq1_argmax():
+    configs = [
+        C.Config((0,), (), 0.60, 1.0),
+        C.Config((1,), (), 0.80, 5.0),
+        C.Config((0, 1), (0.5,), 0.80, 3.0),
+        C.Config((0, 2), (0.5,), 0.90, 20.0),
+        C.Config((2,), (), 0.95, 50.0),
+    ]
+    assert C.best_under_budget(configs, 10.0) == configs[2]  # ties on accuracy: the cheaper
+    assert C.best_under_budget(configs, 20.0) == configs[3]  # the budget itself is allowed
+    assert C.best_under_budget(configs, 100.0) == configs[4]
+    with pytest.raises(ValueError, match="budget"):
+        C.best_under_budget(configs, 0.5)
+
+
+def test_eval_copies_and_gap_by_base_image():
+    splits = C.load_frugal_splits(0, train_copies=1, eval_copies=3)
+    assert [len(s.y) for s in splits.values()] == [700, 900, 900, 1491]
+    test = splits["test"]
+    assert torch.equal(torch.bincount(test.base), torch.full((497,), 3))
+    # the copies of one base image are the same digit, shifted: same label, same ink
+    first = (test.base == 0).nonzero().flatten()
+    assert len(set(test.y[first].tolist())) == 1
+    sums = test.x[first].sum((1, 2))
+    assert torch.allclose(sums, sums[0].expand(3))
+    # a toy run: 2 base images x 2 copies; the cascade is model 0 alone, the best model is 1
+    run = C.FrugalRun(
+        costs=torch.tensor([1.0, 10.0]),
+        correct={"test": torch.tensor([[1, 1, 0, 1], [1, 0, 1, 1]], dtype=torch.bool)},
+        scores={"test": torch.zeros(2, 4)},
+        configs=[],
+        best_model=1,
+        chosen=C.Config((0,), (), 0.0, 1.0),
+        base={"test": torch.tensor([0, 1, 0, 1])},
+    )
+    gaps = C.gap_by_base_image(run, run.chosen)
+    # base 0: cascade (1 + 0) / 2 - best (1 + 1) / 2 = -0.5; base 1: (1 + 1) / 2 - (0 + 1) / 2
+    assert gaps.tolist() == [-0.5, 0.5]
+    mean, low, high = C.bootstrap_gap(torch.tensor([0.0, 1.0] * 50))
+    assert mean == pytest.approx(0.5) and low < 0.5 < high
+    with pytest.raises(ValueError, match="gaps"):
+        C.bootstrap_gap(torch.tensor([1.0]))
+
+
 def _wrong_route_last(scores, taus):
     """The last passing stage instead of the first."""
     ok = torch.cat([scores[:-1] > taus[:, None], torch.ones_like(scores[:1], dtype=torch.bool)])

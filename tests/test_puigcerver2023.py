@@ -170,3 +170,79 @@ def test_unimplemented_solutions_are_reported():
 
     for q in (ex.q1, ex.q2, ex.q3):
         assert q.run_check(todo).implemented is False
+
+
+def test_shift_digits_pastes_each_image_inside_the_canvas():
+    from adaedu.modular.digits_moe import shift_digits
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.ones(50, 8, 8) * torch.arange(1, 51.0)[:, None, None]
+    out = shift_digits(images, 10, gen)
+    assert out.shape == (50, 10, 10)
+    for i in range(50):  # exactly one 8x8 block of the image's value, zeros elsewhere
+        assert int((out[i] == i + 1).sum()) == 64 and int((out[i] == 0).sum()) == 36
+        rows = (out[i] != 0).any(1).nonzero().flatten()
+        assert rows.max() - rows.min() == 7
+    offsets = {tuple((o != 0).nonzero()[0].tolist()) for o in out}
+    assert len(offsets) > 4  # the offsets vary (9 possible)
+    noisy = shift_digits(images[:2], 10, gen, noise=0.5)
+    assert float((noisy[0] - out[0]).std()) > 0.3  # noise everywhere, also on the background
+    with pytest.raises(ValueError, match="canvas"):
+        shift_digits(images, 7, gen)
+    with pytest.raises(ValueError, match="noise"):
+        shift_digits(images, 10, gen, noise=-1.0)
+
+
+def test_shifted_test_set_and_canvas_digits():
+    from adaedu.modular.digits_moe import load_canvas_digits, shifted_test_set
+
+    data = load_canvas_digits()
+    assert len(data.y_train) == 1347 and len(data.y_test) == 450
+    assert float(data.x_train.min()) == 0.0  # not centred: the background stays 0
+    assert abs(float(data.x_train.std()) - 1.0) < 1e-4
+    x, y, base = shifted_test_set(data.x_test, data.y_test, copies=3, canvas=10, noise=0.0)
+    assert x.shape == (1350, 10, 10) and torch.equal(y, data.y_test[base])
+    assert torch.equal(torch.bincount(base), torch.full((450,), 3))
+    again = shifted_test_set(data.x_test, data.y_test, copies=3, canvas=10, noise=0.0)
+    assert torch.equal(x, again[0])  # fixed by its seed
+    # each copy holds its base image somewhere
+    assert torch.allclose(x[0].sum(), data.x_test[0].sum())
+
+
+def test_stream_comparison_pairs_streams_and_sets_loss_weights():
+    from adaedu.modular.digits_moe import (
+        LOSS_WEIGHTS,
+        load_canvas_digits,
+        run_stream_comparison,
+    )
+
+    cfg = ViTConfig(image_size=10, patch=2, d_model=16, n_layers=2, n_heads=2, d_ff=16)
+    soft = make_vit("soft", 1, cfg, n_experts=5, moe_layers=(1,))
+    assert soft.blocks[1].ffn.loss_weights["balance"] == 0.0
+    top1 = make_vit("top-1", 1, cfg, n_experts=5, moe_layers=(1,))
+    assert top1.blocks[1].ffn.loss_weights["balance"] == LOSS_WEIGHTS["top-1"]["balance"] > 0
+    assert top1.blocks[1].ffn.loss_weights["z"] == LOSS_WEIGHTS["top-1"]["z"] > 0
+    data = load_canvas_digits()
+    res, (x, y, base) = run_stream_comparison(
+        data,
+        cfg,
+        [("top-1", 1), ("soft", 1)],
+        seeds=[3, 4],
+        steps=3,
+        noise=0.3,
+        test_copies=2,
+        n_experts=5,
+        moe_layers=(1,),
+        batch_size=8,
+        probe=16,
+    )
+    assert [(r.method, r.seed) for r in res] == [
+        ("top-1", 3),
+        ("top-1", 4),
+        ("soft", 3),
+        ("soft", 4),
+    ]
+    assert len(y) == 900 and all(r.correct.shape == (900,) for r in res)
+    assert all(r.evaluation.accuracy == float(r.correct.float().mean()) for r in res)
+    assert res[2].evaluation.dropped_fraction == 0.0
+    assert res[2].evaluation.max_dispatch_deviation < 1e-5

@@ -19,8 +19,10 @@ searches other orders and uses a mixed-integer solver).
   the "APIs": models, four disjoint splits;
 - :func:`answer_features`, :func:`fit_scorer`, :func:`scorer_probability` the scorer ``g``;
 - :func:`route`, :func:`evaluate_cascade` the cascade itself (stop rule and cost);
-- :func:`search_thresholds`, :func:`cheapest_meeting`, :func:`pareto_front` the optimisation;
-- :func:`run_frugal` the whole experiment for one seed.
+- :func:`search_thresholds`, :func:`best_under_budget` (eq. 1), :func:`cheapest_meeting` (the
+  earlier rule, kept for comparison), :func:`pareto_front` the optimisation;
+- :func:`run_frugal` the whole experiment for one seed; :func:`gap_by_base_image` and
+  :func:`bootstrap_gap` the test-set bootstrap by base image.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ CANVAS = 10
 
 @dataclass
 class Split:
-    """Digit images ``x`` (n, canvas, canvas), pixels in [0, 1], and labels ``y`` (n,)."""
+    """Digit images ``x`` (n, canvas, canvas), pixels in [0, 1], labels ``y`` (n,) and, for each
+    image, the index ``base`` of the digit it is a shifted copy of (within the split)."""
 
     x: Tensor
     y: Tensor
+    base: Tensor | None = None
 
 
 def shift_into_canvas(images: Tensor, canvas: int, gen: torch.Generator) -> Tensor:
@@ -62,17 +66,21 @@ def shift_into_canvas(images: Tensor, canvas: int, gen: torch.Generator) -> Tens
 
 
 def load_frugal_splits(
-    seed: int = 0, canvas: int = CANVAS, train_copies: int = 4
+    seed: int = 0, canvas: int = CANVAS, train_copies: int = 4, eval_copies: int = 1
 ) -> dict[str, Split]:
-    """sklearn's bundled digits, shuffled with ``seed`` and cut into four disjoint splits:
-    ``train`` (fits the models), ``scorer`` (fits g), ``validation`` (chooses the thresholds),
-    ``test`` (reports); sizes in :data:`SPLIT_SIZES`, test = the remaining 497 images. Every
-    image is shifted at random into a ``canvas``-sized image (:func:`shift_into_canvas`); the
-    training images appear ``train_copies`` times with different shifts (augmentation)."""
+    """sklearn's bundled digits, shuffled with ``seed`` and cut into four disjoint splits of base
+    images: ``train`` (fits the models), ``scorer`` (fits g), ``validation`` (chooses the
+    thresholds), ``test`` (reports); sizes in :data:`SPLIT_SIZES`, test = the remaining 497 base
+    images. Every image is shifted at random into a ``canvas``-sized image
+    (:func:`shift_into_canvas`); each training image appears ``train_copies`` times and each image
+    of the three other splits ``eval_copies`` times, with independent shifts. ``Split.base`` says
+    which base image a query comes from (copies of one digit are not independent queries)."""
     from sklearn.datasets import load_digits
 
     if train_copies < 1:
         raise ValueError(f"train_copies={train_copies}; allowed values: >= 1")
+    if not isinstance(eval_copies, int) or eval_copies < 1:
+        raise ValueError(f"eval_copies={eval_copies!r}; allowed values: an integer >= 1")
     digits = load_digits()
     gen = torch.Generator().manual_seed(seed)
     x = torch.tensor(digits.images, dtype=torch.float32) / 16.0
@@ -82,9 +90,9 @@ def load_frugal_splits(
     splits, start = {}, 0
     for name, size in [*SPLIT_SIZES.items(), ("test", len(y))]:
         xs, ys = x[start : start + size], y[start : start + size]
-        copies = train_copies if name == "train" else 1
-        xs, ys = xs.repeat(copies, 1, 1), ys.repeat(copies)
-        splits[name] = Split(shift_into_canvas(xs, canvas, gen), ys)
+        copies = train_copies if name == "train" else eval_copies
+        base = torch.arange(len(ys)).repeat(copies)
+        splits[name] = Split(shift_into_canvas(xs[base], canvas, gen), ys[base], base)
         start += size
     return splits
 
@@ -273,8 +281,19 @@ def search_thresholds(correct: Tensor, scores: Tensor, costs: Tensor, grid: Tens
     return found
 
 
+def best_under_budget(configs: list[Config], budget: float) -> Config:
+    """The paper's eq. 1 on the split the configurations were scored on: the most accurate
+    configuration whose mean cost is at most ``budget`` (ties: the cheaper)."""
+    ok = [c for c in configs if c.mean_cost <= budget]
+    if not ok:
+        raise ValueError(f"budget={budget}; no configuration is that cheap")
+    return max(ok, key=lambda c: (c.accuracy, -c.mean_cost))
+
+
 def cheapest_meeting(configs: list[Config], target: float) -> Config:
-    """The cheapest configuration whose accuracy is at least ``target`` (ties: more accurate)."""
+    """The cheapest configuration whose accuracy is at least ``target`` (ties: more accurate):
+    the dual of eq. 1, which an earlier version of notebook 5.3 used (it over-fits a small
+    validation split when ``target`` is itself a validation estimate)."""
     ok = [c for c in configs if c.accuracy >= target]
     if not ok:
         raise ValueError(f"target={target}; no configuration reaches it")
@@ -300,15 +319,29 @@ class FrugalRun:
     scores: dict[str, Tensor]  # split -> (3, n) g values
     configs: list[Config]  # all cascades, scored on validation
     best_model: int  # index of the best single model on validation
-    chosen: Config  # the operating point, chosen on validation
+    chosen: Config  # the operating point, chosen on validation (eq. 1 with budget b)
+    budget: float = float("nan")  # b, FLOPs per query: budget_fraction x the best model's cost
+    base: dict[str, Tensor] | None = None  # split -> base-image index of every query
 
 
-def run_frugal(seed: int, epochs: int, grid: Tensor, scorer_steps: int = 300) -> FrugalRun:
-    """The notebook's experiment for one seed: split, train the three models on ``train``, fit
-    one scorer per model on ``scorer``, search thresholds on ``validation``, and choose the
-    cheapest cascade whose validation accuracy reaches the best single model's."""
+def run_frugal(
+    seed: int,
+    epochs: int,
+    grid: Tensor,
+    scorer_steps: int = 300,
+    *,
+    eval_copies: int = 1,
+    budget_fraction: float = 0.4,
+) -> FrugalRun:
+    """The notebook's experiment for one seed: split (``eval_copies`` shifted copies of every
+    scorer, validation and test digit), train the three models on ``train``, fit one scorer per
+    model on ``scorer``, search thresholds on ``validation``, and choose the operating point by
+    eq. 1 on validation: the most accurate cascade whose mean cost is at most
+    ``budget_fraction`` x the cost of the best single model (best on validation)."""
+    if not 0 < budget_fraction <= 1:
+        raise ValueError(f"budget_fraction={budget_fraction!r}; allowed values: in (0, 1]")
     torch.manual_seed(seed)
-    splits = load_frugal_splits(seed)
+    splits = load_frugal_splits(seed, eval_copies=eval_copies)
     models = [fit_classifier(m, splits["train"], epochs, seed=seed) for m in make_models()]
     probe = splits["test"].x[:8]
     costs = torch.tensor([forward_flops(m, probe) for m in models])
@@ -326,8 +359,10 @@ def run_frugal(seed: int, epochs: int, grid: Tensor, scorer_steps: int = 300) ->
     configs = search_thresholds(correct["validation"], scores["validation"], costs, grid)
     val_acc = correct["validation"].float().mean(1)
     best = int(max(range(3), key=lambda i: (val_acc[i].item(), i)))
-    chosen = cheapest_meeting(configs, val_acc[best].item())
-    return FrugalRun(costs, correct, scores, configs, best, chosen)
+    budget = budget_fraction * costs[best].item()
+    chosen = best_under_budget(configs, budget)
+    base = {name: splits[name].base for name in ("scorer", "validation", "test")}
+    return FrugalRun(costs, correct, scores, configs, best, chosen, budget, base)
 
 
 def on_split(run: FrugalRun, config: Config, split: str = "test") -> CascadeResult:
@@ -339,3 +374,29 @@ def on_split(run: FrugalRun, config: Config, split: str = "test") -> CascadeResu
         run.costs[idx],
         torch.tensor(config.thresholds),
     )
+
+
+def gap_by_base_image(run: FrugalRun, config: Config, split: str = "test") -> Tensor:
+    """Per base image of ``split``: the cascade's accuracy minus the best single model's, each
+    averaged over that image's shifted copies (n_base,). Their mean is the split's accuracy gap
+    when every base image has the same number of copies."""
+    if run.base is None:
+        raise ValueError("run.base is None; allowed values: a FrugalRun from run_frugal")
+    base = run.base[split]
+    diff = on_split(run, config, split).correct.float() - run.correct[split][run.best_model].float()
+    n = int(base.max()) + 1
+    total = torch.zeros(n).index_add_(0, base, diff)
+    return total / torch.bincount(base, minlength=n).float()
+
+
+def bootstrap_gap(
+    gaps: Tensor, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap ``level`` interval of per-base-image gaps (resampling base
+    images, so the shifted copies of one digit move together)."""
+    if gaps.dim() != 1 or len(gaps) < 2:
+        raise ValueError("gaps: allowed values: a 1-d tensor of >= 2 per-base-image gaps")
+    gen = torch.Generator().manual_seed(seed)
+    means = gaps[torch.randint(0, len(gaps), (n_boot, len(gaps)), generator=gen)].mean(1)
+    q = torch.quantile(means.double(), torch.tensor([0.5 - level / 2, 0.5 + level / 2]).double())
+    return float(gaps.mean()), float(q[0]), float(q[1])
