@@ -364,6 +364,11 @@ def M(name: str):
     return importlib.import_module(name)
 
 
+def _config():
+    """One cascade configuration: accuracy 0.8 at mean cost 1 (FrugalGPT, notebook 5.3)."""
+    return M("adaedu.decoding.cascade").Config((0,), (), 0.8, 1.0)
+
+
 def _lm():
     return _tiny_lm()
 
@@ -1314,7 +1319,8 @@ CASES.update(
             ("d_model", lambda: M("adaedu.modular.vit").ViTConfig(d_model=30, n_heads=4)),
         ],
         "adaedu.modular.vit.SelfAttention": [
-            ("n_heads", lambda: M("adaedu.modular.vit").SelfAttention(30, 4))
+            ("n_heads", lambda: M("adaedu.modular.vit").SelfAttention(30, 4)),
+            ("d_model", lambda: M("adaedu.modular.vit").SelfAttention(0, 4)),
         ],
         "adaedu.modular.vit.TinyViT": [
             ("images", lambda: M("adaedu.modular.vit").TinyViT(_vit_cfg())(_x(2, 9, 9)))
@@ -1613,10 +1619,14 @@ CASES.update(
             )
         ],
         "adaedu.decoding.cascade.cheapest_meeting": [
-            ("configs", lambda: M("adaedu.decoding.cascade").cheapest_meeting([], 0.5))
+            ("configs", lambda: M("adaedu.decoding.cascade").cheapest_meeting([], 0.5)),
+            ("configs", lambda: M("adaedu.decoding.cascade").cheapest_meeting([_config()], 0.9)),
+            ("target", lambda: M("adaedu.decoding.cascade").cheapest_meeting([_config()], 0.9)),
         ],
         "adaedu.decoding.cascade.best_under_budget": [
-            ("configs", lambda: M("adaedu.decoding.cascade").best_under_budget([], 0.5))
+            ("configs", lambda: M("adaedu.decoding.cascade").best_under_budget([], 0.5)),
+            ("configs", lambda: M("adaedu.decoding.cascade").best_under_budget([_config()], 0.5)),
+            ("budget", lambda: M("adaedu.decoding.cascade").best_under_budget([_config()], 0.5)),
         ],
         "adaedu.decoding.cascade.pareto_front": [
             ("configs", lambda: M("adaedu.decoding.cascade").pareto_front("configs"))
@@ -1824,20 +1834,7 @@ def _backlog_names() -> set[str]:
 
 #: impossible calls that do not yet give a clear error (issue 10, left: files of other owners).
 #: strict xfail: when one is fixed its test passes, fails as XPASS, and the entry must go.
-KNOWN_GAPS: dict[str, str] = {
-    "adaedu.modular.vit.aux_loss#0": "AttributeError from inside: 'str' object has no attribute 'logits'",
-    "adaedu.modular.vit.SelfAttention#0": "no error (returns a SelfAttention)",
-    "adaedu.modular.vit.classification_loss#0": "ValueError without 'labels' / allowed values: Expected input batch_size (2) to match target batch_size (3)",
-    "adaedu.decoding.cascade.cheapest_meeting#0": "ValueError without 'configs' / allowed values: target=0.5; no configuration reaches it",
-    "adaedu.decoding.cascade.best_under_budget#0": "ValueError without 'configs' / allowed values: budget=0.5; no configuration is that cheap",
-    "adaedu.decoding.cascade.pareto_front#0": "AttributeError from inside: 'str' object has no attribute 'mean_cost'",
-    "adaedu.decoding.cascade.bootstrap_gap#0": "RuntimeError from inside: quantile() input tensor must be non-empty",
-    "adaedu.decoding.cascade.bootstrap_gap#1": "RuntimeError from inside: quantile() q values must be in the range [0, 1]",
-    "adaedu.decoding.cascade.make_models#0": "no error (returns a list)",
-    "adaedu.decoding.cascade.search_thresholds#0": "no error (returns a list)",
-    "adaedu.decoding.cascade.predict_proba#0": "RuntimeError from inside: mat1 and mat2 shapes cannot be multiplied (3x5 and 4x2)",
-    "adaedu.decoding.cascade.fit_scorer#0": "no error (returns a Scorer)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 #: public callables with no impossible-call entry yet (issue 10, left): mostly notebook
 #: experiment drivers that need trained models or data; a NEW public callable must not be added.

@@ -28,12 +28,14 @@ searches other orders and uses a mixed-integer solver).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaedu.checks import check_int
 from adaedu.compute import forward_flops
 
 #: Sizes of the four disjoint splits of the 1797 digits (the rest is the test split).
@@ -105,8 +107,10 @@ class _Flatten(nn.Module):
 def make_models(canvas: int = CANVAS, hidden: int = 256, channels: int = 16) -> list[nn.Module]:
     """Three classifiers of increasing capacity and cost, all taking (B, canvas, canvas) images:
     multinomial logistic regression, a one-hidden-layer MLP, and a two-layer CNN."""
-    if hidden < 1 or channels < 1:
-        raise ValueError(f"hidden={hidden}, channels={channels}; allowed values: >= 1")
+    canvas, hidden, channels = (
+        check_int(name, value)
+        for name, value in (("canvas", canvas), ("hidden", hidden), ("channels", channels))
+    )
     pixels = canvas * canvas
     linear = nn.Sequential(_Flatten(), nn.Linear(pixels, 10))
     mlp = nn.Sequential(_Flatten(), nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, 10))
@@ -148,7 +152,24 @@ def fit_classifier(
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: Tensor) -> Tensor:
     """Class probabilities (n, 10) of ``model`` on images ``x``."""
-    return model.eval()(x).softmax(-1)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model is a {type(model).__name__}; allowed values: an nn.Module")
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x is {got}; allowed values: a float tensor of images (n, ...)")
+    try:
+        logits = model.eval()(x)
+    except RuntimeError as err:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}, which model rejects ({err}); allowed values: the "
+            "input shape the model expects, (n, canvas, canvas) for make_models"
+        ) from err
+    if logits.dim() != 2 or logits.shape[0] != len(x):
+        raise ValueError(
+            f"model maps x {tuple(x.shape)} to {tuple(logits.shape)}; allowed values: a model "
+            f"giving logits of shape ({len(x)}, n_classes)"
+        )
+    return logits.softmax(-1)
 
 
 def answer_features(probs: Tensor, x: Tensor | None = None) -> Tensor:
@@ -185,8 +206,7 @@ def fit_scorer(
 ) -> Scorer:
     """Fit the reliability scorer on a split the models never saw: a logistic regression that
     predicts ``correct`` (1 if the model's answer equals the label) from ``features``."""
-    if len(features) != len(correct):
-        raise ValueError(f"len(features)={len(features)} != len(correct)={len(correct)}")
+    _check_scorer_data(features, correct, steps, weight_decay)
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
     z = (features - mean) / std
     w = torch.zeros(z.shape[1], requires_grad=True)
@@ -200,6 +220,22 @@ def fit_scorer(
         loss.backward()
         opt.step()
     return Scorer(w.detach(), b.detach(), mean, std)
+
+
+def _check_scorer_data(features: Tensor, correct: Tensor, steps: int, weight_decay: float) -> None:
+    """The argument checks of :func:`fit_scorer` (issue 10)."""
+    if not isinstance(features, Tensor) or features.dim() != 2 or len(features) < 2:
+        got = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"features is {got}; allowed values: a 2-d tensor (n >= 2, d)")
+    if not isinstance(correct, Tensor) or correct.shape != (len(features),):
+        got = tuple(correct.shape) if isinstance(correct, Tensor) else type(correct).__name__
+        raise ValueError(
+            f"correct is {got}; allowed values: a tensor of shape ({len(features)},), "
+            "one flag per row of features"
+        )
+    check_int("steps", steps)
+    if not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
+        raise ValueError(f"weight_decay={weight_decay!r}; allowed values: a number >= 0")
 
 
 def scorer_probability(scorer: Scorer, features: Tensor) -> Tensor:
@@ -270,6 +306,14 @@ def search_thresholds(correct: Tensor, scores: Tensor, costs: Tensor, grid: Tens
     with every combination of thresholds from ``grid``: our simplification of the paper's
     optimisation (eq. 1), which also searches orders and uses a solver. Single models are the
     one-element subsets."""
+    if (
+        not isinstance(grid, Tensor)
+        or grid.dim() != 1
+        or len(grid) == 0
+        or not grid.isfinite().all()
+    ):
+        got = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
+        raise ValueError(f"grid is {got}; allowed values: a non-empty 1-d tensor of finite taus")
     k = scores.shape[0]
     found = []
     for size in range(1, k + 1):
@@ -284,9 +328,14 @@ def search_thresholds(correct: Tensor, scores: Tensor, costs: Tensor, grid: Tens
 def best_under_budget(configs: list[Config], budget: float) -> Config:
     """The paper's eq. 1 on the split the configurations were scored on: the most accurate
     configuration whose mean cost is at most ``budget`` (ties: the cheaper)."""
+    _check_configs(configs, "budget", budget)
     ok = [c for c in configs if c.mean_cost <= budget]
     if not ok:
-        raise ValueError(f"budget={budget}; no configuration is that cheap")
+        cheapest = min(c.mean_cost for c in configs)
+        raise ValueError(
+            f"budget={budget}; no configuration in configs is that cheap; allowed values: "
+            f"budget >= the cheapest mean_cost in configs, {cheapest}"
+        )
     return max(ok, key=lambda c: (c.accuracy, -c.mean_cost))
 
 
@@ -294,14 +343,37 @@ def cheapest_meeting(configs: list[Config], target: float) -> Config:
     """The cheapest configuration whose accuracy is at least ``target`` (ties: more accurate):
     the dual of eq. 1, which an earlier version of notebook 5.3 used (it over-fits a small
     validation split when ``target`` is itself a validation estimate)."""
+    _check_configs(configs, "target", target)
     ok = [c for c in configs if c.accuracy >= target]
     if not ok:
-        raise ValueError(f"target={target}; no configuration reaches it")
+        best = max(c.accuracy for c in configs)
+        raise ValueError(
+            f"target={target}; no configuration in configs reaches it; allowed values: "
+            f"target <= the best accuracy in configs, {best}"
+        )
     return min(ok, key=lambda c: (c.mean_cost, -c.accuracy))
+
+
+def _check_configs(
+    configs: list[Config], name: str = "", value: float = 0.0, allow_empty: bool = False
+) -> None:
+    """``configs`` must be a (non-empty unless ``allow_empty``) list of :class:`Config`, and the
+    number ``name=value`` (a budget or target) not NaN (issue 10)."""
+    if not isinstance(configs, (list, tuple)) or not all(isinstance(c, Config) for c in configs):
+        got = type(configs).__name__
+        raise TypeError(f"configs is a {got}; allowed values: a list of Config (search_thresholds)")
+    if not configs and not allow_empty:
+        raise ValueError(
+            f"configs is empty, so no configuration meets {name}={value}; allowed values: a "
+            "non-empty list of Config (from search_thresholds)"
+        )
+    if name and (not isinstance(value, (int, float)) or math.isnan(value)):
+        raise ValueError(f"{name}={value!r}; allowed values: a number (not NaN)")
 
 
 def pareto_front(configs: list[Config]) -> list[Config]:
     """The configurations no other one beats on both cost and accuracy, by increasing cost."""
+    _check_configs(configs, allow_empty=True)
     front, best = [], -1.0
     for c in sorted(configs, key=lambda c: (c.mean_cost, -c.accuracy)):
         if c.accuracy > best:
@@ -394,8 +466,11 @@ def bootstrap_gap(
 ) -> tuple[float, float, float]:
     """Mean and percentile-bootstrap ``level`` interval of per-base-image gaps (resampling base
     images, so the shifted copies of one digit move together)."""
-    if gaps.dim() != 1 or len(gaps) < 2:
+    if not isinstance(gaps, Tensor) or gaps.dim() != 1 or len(gaps) < 2:
         raise ValueError("gaps: allowed values: a 1-d tensor of >= 2 per-base-image gaps")
+    check_int("n_boot", n_boot)
+    if not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"level={level!r}; allowed values: a number in (0, 1)")
     gen = torch.Generator().manual_seed(seed)
     means = gaps[torch.randint(0, len(gaps), (n_boot, len(gaps)), generator=gen)].mean(1)
     q = torch.quantile(means.double(), torch.tensor([0.5 - level / 2, 0.5 + level / 2]).double())

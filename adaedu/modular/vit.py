@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaedu.checks import check_int
 from adaedu.lm.ffn import split_ffn_output
 from adaedu.moe.experts import make_expert
 
@@ -96,6 +97,10 @@ class SelfAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
+        if d_model % n_heads:
+            raise ValueError(f"n_heads={n_heads}; allowed values: a divisor of d_model={d_model}")
         self.n_heads = n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
@@ -170,6 +175,10 @@ class TinyViT(nn.Module):
 
 def aux_loss(out: ViTOutput) -> Tensor:
     """The sum of the MoE layers' weighted auxiliary losses (``aux.loss``), 0 without MoE."""
+    if not isinstance(out, ViTOutput):
+        raise TypeError(
+            f"out is a {type(out).__name__}; allowed values: a ViTOutput (what TinyViT returns)"
+        )
     total = torch.zeros((), device=out.logits.device)
     for a in out.aux:
         if a is not None:
@@ -180,4 +189,12 @@ def aux_loss(out: ViTOutput) -> Tensor:
 def classification_loss(model: TinyViT, images: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy plus the MoE auxiliary losses."""
     out = model(images)
+    n = out.logits.shape[0]
+    if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.dtype != torch.long:
+        got = (
+            f"shape {tuple(labels.shape)}, dtype {labels.dtype}"
+            if isinstance(labels, Tensor)
+            else f"a {type(labels).__name__}"
+        )
+        raise ValueError(f"labels has {got}; allowed values: a long tensor of shape ({n},)")
     return F.cross_entropy(out.logits, labels) + aux_loss(out)
