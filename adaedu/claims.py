@@ -26,7 +26,7 @@ import json
 import math
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -118,15 +118,85 @@ def mean_interval(
     if method == "bootstrap":
         if not (isinstance(n_boot, int) and n_boot >= 100):
             raise ValueError(f"n_boot={n_boot!r}; allowed values: an integer >= 100")
-        g = torch.Generator().manual_seed(seed)
         data = torch.tensor(xs, dtype=torch.float64)
-        idx = torch.randint(0, n, (n_boot, n), generator=g)
-        means = data[idx].mean(dim=1)
-        lo, hi = torch.quantile(
-            means, torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=torch.float64)
-        )
-        return Interval(mean, float(lo), float(hi), level, "bootstrap", n, tuple(xs))
+        means = data[_resample_indices(n, n_boot, seed)].mean(dim=1)  # vectorised resample means
+        lo, hi = _percentile_ends(means, level)
+        return Interval(mean, lo, hi, level, "bootstrap", n, tuple(xs))
     raise ValueError(f"method={method!r}; allowed values: 't', 'bootstrap'")
+
+
+def _resample_indices(n: int, n_boot: int, seed: int) -> torch.Tensor:
+    """(n_boot, n) unit indices drawn with replacement: the one resampling of every bootstrap."""
+    return torch.randint(0, n, (n_boot, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _percentile_ends(values: torch.Tensor, level: float) -> tuple[float, float]:
+    """The percentile interval's ends (Efron & Tibshirani 1993, Sec. 13.3): the (1 - level) / 2
+    and (1 + level) / 2 quantiles of the resampled statistics, interpolated linearly; where some
+    are infinite, the order statistics below and above (so that inf - inf never makes a nan)."""
+    q = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=torch.float64)
+    v = values.to(torch.float64)
+    if bool(torch.isfinite(v).all()):
+        lo, hi = torch.quantile(v, q)
+    else:
+        lo = torch.quantile(v, q[0], interpolation="lower")
+        hi = torch.quantile(v, q[1], interpolation="higher")
+    return float(lo), float(hi)
+
+
+def bootstrap_interval(
+    statistic: Callable[..., float],
+    units: Sequence[torch.Tensor],
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    nan_as: float | None = None,
+) -> Interval:
+    """Percentile-bootstrap interval of any ``statistic(*units)`` (Efron & Tibshirani 1993), with
+    the pairing kept: ``units[k][i]`` is unit i (a run, a sentence, a base image) of arm k, and
+    each resample draws the same unit indices, with replacement, for every arm.
+
+    E.g. a ratio of medians over paired runs, ``bootstrap_interval(lambda a, b: median(a) /
+    median(b), [a, b])``, or a corpus-level score over sentences (Koehn 2004). The interval's
+    ``mean`` is the statistic of the data itself (the point estimate), ``n`` the number of units.
+    A statistic that comes out nan raises, unless ``nan_as`` says what it stands for (e.g.
+    ``math.inf`` for "slower" when a median of failed runs is inf / inf); inf is kept.
+    """
+    if (
+        not units
+        or not all(isinstance(u, torch.Tensor) and u.dim() >= 1 for u in units)
+        or len({len(u) for u in units}) != 1
+    ):
+        raise ValueError(
+            "units: allowed values: one or more tensors with the same number of units (dim 0)"
+        )
+    n = len(units[0])
+    if n < 2:
+        raise ValueError(f"units have {n} unit; allowed values: >= 2 units")
+    _check_level(level)
+    if not (isinstance(n_boot, int) and n_boot >= 100):
+        raise ValueError(f"n_boot={n_boot!r}; allowed values: an integer >= 100")
+    if not callable(statistic):
+        raise TypeError(f"statistic={statistic!r}; allowed values: a function of the units")
+
+    def value(arms: Sequence[torch.Tensor]) -> float:
+        v = float(statistic(*arms))
+        if math.isnan(v):
+            if nan_as is None:
+                raise ValueError(
+                    "statistic returned nan on a resample; allowed: finite or inf values, or "
+                    "pass nan_as=<value> to say what nan stands for"
+                )
+            return float(nan_as)
+        return v
+
+    stats = torch.tensor(
+        [value([u[i] for u in units]) for i in _resample_indices(n, n_boot, seed)],
+        dtype=torch.float64,
+    )
+    lo, hi = _percentile_ends(stats, level)
+    return Interval(value(units), lo, hi, level, "bootstrap", n)
 
 
 def paired_interval(

@@ -1,4 +1,5 @@
 import json
+import math
 
 import nbformat
 import pytest
@@ -268,3 +269,42 @@ def test_one_hot_checker_rejects_labels_max_and_integer_output():
     assert tex.q2.run_check(tex.one_hot).passed
     assert not tex.q2.run_check(lambda y, n: torch.nn.functional.one_hot(y).float()).passed
     assert not tex.q2.run_check(lambda y, n: torch.nn.functional.one_hot(y, n).T.float()).passed
+
+
+def test_bootstrap_interval_keeps_the_pairing_and_handles_failures():
+    from adaedu.claims import bootstrap_interval
+
+    def median(t):
+        return float(t.median())
+
+    a = torch.tensor([10.0, 12.0, 11.0, 9.0, 10.0, 13.0, 11.0, 10.0])
+    iv = bootstrap_interval(lambda x, y: median(x) / median(y), [a, 2 * a], n_boot=500)
+    # exactly paired arms: every resample gives 0.5; an unpaired resampling would not
+    assert (iv.mean, iv.low, iv.high) == (pytest.approx(0.5),) * 3
+    assert iv.method == "bootstrap" and iv.n == 8
+    b = torch.tensor([20.0, 5.0, 30.0, 8.0, 25.0, 7.0, 40.0, 6.0])
+    iv = bootstrap_interval(lambda x, y: median(x) / median(y), [a, b], n_boot=500)
+    assert iv.low < iv.mean < iv.high
+    fail = torch.tensor([math.inf] * 8)
+    iv = bootstrap_interval(lambda x, y: median(x) / median(y), [fail, a], n_boot=200)
+    assert math.isinf(iv.mean) and math.isinf(iv.low)  # inf is kept, never turned into nan
+    both = bootstrap_interval(
+        lambda x, y: median(x) / median(y), [fail, fail], n_boot=200, nan_as=math.inf
+    )
+    assert math.isinf(both.mean) and math.isinf(both.high)
+    with pytest.raises(ValueError, match="nan_as"):
+        bootstrap_interval(lambda x, y: median(x) / median(y), [fail, fail], n_boot=200)
+
+
+def test_bootstrap_interval_of_the_mean_matches_mean_interval():
+    from adaedu.claims import bootstrap_interval
+
+    x = torch.randn(40, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    a = bootstrap_interval(lambda t: t.mean(), [x], n_boot=2000, seed=7)
+    b = mean_interval(x.tolist(), method="bootstrap", n_boot=2000, seed=7)
+    assert a.mean == pytest.approx(b.mean) and a.low == pytest.approx(b.low)
+    assert a.high == pytest.approx(b.high)
+    assert a.low < float(x.mean()) < a.high
+    # 95 % covers more than 50 %: a bug in the quantile ends would break the order
+    c = bootstrap_interval(lambda t: t.mean(), [x], level=0.5, n_boot=2000, seed=7)
+    assert a.low < c.low < c.high < a.high

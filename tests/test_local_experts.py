@@ -393,23 +393,6 @@ def test_train_to_criterion_stops_diverged_runs(vowels):
     assert all(torch.isfinite(p).all() for p in runs.models[0].parameters())
 
 
-def test_paired_bootstrap_ratio_of_medians():
-    a = torch.tensor([10.0, 12.0, 11.0, 9.0, 10.0, 13.0, 11.0, 10.0])
-    iv = le.paired_bootstrap([a, 2 * a], lambda x, y: le.median(x) / le.median(y), n_boot=500)
-    assert iv.mean == pytest.approx(0.5) and iv.low == pytest.approx(0.5)
-    assert iv.high == pytest.approx(0.5)  # exactly paired: every resample gives 0.5
-    b = torch.tensor([20.0, 5.0, 30.0, 8.0, 25.0, 7.0, 40.0, 6.0])
-    iv = le.paired_bootstrap([a, b], lambda x, y: le.median(x) / le.median(y), n_boot=500)
-    assert iv.low < iv.mean < iv.high and iv.method == "bootstrap" and iv.n == 8
-    fail = torch.tensor([math.inf] * 8)
-    iv = le.paired_bootstrap([fail, a], lambda x, y: le.median(x) / le.median(y), n_boot=200)
-    assert math.isinf(iv.mean) and math.isinf(iv.low)  # failures count as slowest, no nan
-    with pytest.raises(ValueError, match="equal length"):
-        le.paired_bootstrap([a, a[:3]], lambda x, y: 0.0)
-    with pytest.raises(ValueError, match="n_boot"):
-        le.paired_bootstrap([a], lambda x: 0.0, n_boot=10)
-
-
 # --- the exercises ---------------------------------------------------------------------------------
 
 

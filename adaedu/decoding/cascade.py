@@ -21,8 +21,8 @@ searches other orders and uses a mixed-integer solver).
 - :func:`route`, :func:`evaluate_cascade` the cascade itself (stop rule and cost);
 - :func:`search_thresholds`, :func:`best_under_budget` (eq. 1), :func:`cheapest_meeting` (the
   earlier rule, kept for comparison), :func:`pareto_front` the optimisation;
-- :func:`run_frugal` the whole experiment for one seed; :func:`gap_by_base_image` and
-  :func:`bootstrap_gap` the test-set bootstrap by base image.
+- :func:`run_frugal` the whole experiment for one seed; :func:`gap_by_base_image` the unit of
+  the test-set bootstrap (``adaedu.claims.mean_interval``), the base image.
 """
 
 from __future__ import annotations
@@ -459,19 +459,3 @@ def gap_by_base_image(run: FrugalRun, config: Config, split: str = "test") -> Te
     n = int(base.max()) + 1
     total = torch.zeros(n).index_add_(0, base, diff)
     return total / torch.bincount(base, minlength=n).float()
-
-
-def bootstrap_gap(
-    gaps: Tensor, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap ``level`` interval of per-base-image gaps (resampling base
-    images, so the shifted copies of one digit move together)."""
-    if not isinstance(gaps, Tensor) or gaps.dim() != 1 or len(gaps) < 2:
-        raise ValueError("gaps: allowed values: a 1-d tensor of >= 2 per-base-image gaps")
-    check_int("n_boot", n_boot)
-    if not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ValueError(f"level={level!r}; allowed values: a number in (0, 1)")
-    gen = torch.Generator().manual_seed(seed)
-    means = gaps[torch.randint(0, len(gaps), (n_boot, len(gaps)), generator=gen)].mean(1)
-    q = torch.quantile(means.double(), torch.tensor([0.5 - level / 2, 0.5 + level / 2]).double())
-    return float(gaps.mean()), float(q[0]), float(q[1])

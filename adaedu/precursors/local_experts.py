@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaedu.claims import Interval
 from adaedu.data import Vowels, split_by_speaker
 from adaedu.train import History, train
 
@@ -628,48 +627,6 @@ def vowel_systems() -> dict[str, System]:
             System("MLP 6 hidden, CE", partial(MLP, 2, 6, 4), "cross_entropy"),
         ]
     }
-
-
-def paired_bootstrap(
-    arms: Sequence[torch.Tensor],
-    statistic: Callable[..., float],
-    *,
-    level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> Interval:
-    """Percentile-bootstrap interval of ``statistic(*arms)`` over paired runs.
-
-    ``arms[k][r]`` is run r of system k (same seed, so the same speaker split, for every k):
-    each resample draws R run indices with replacement and applies them to all arms together,
-    which keeps the pairing. E.g. the ratio of median epochs to criterion of two systems:
-    ``paired_bootstrap([a, b], lambda a, b: median(a) / median(b))``. Resamples whose statistic
-    is not finite (a median of failures, inf) count as +inf, the side of "slower"/"larger".
-    The interval's ``mean`` is the statistic of the data itself (the point estimate).
-    """
-    if not arms or any(a.dim() != 1 for a in arms) or len({a.numel() for a in arms}) != 1:
-        raise ValueError("arms must be one or more 1-d tensors of equal length (one per system)")
-    n = arms[0].numel()
-    if n < 2:
-        raise ValueError(f"arms have {n} run; allowed: >= 2 paired runs")
-    if not 0 < level < 1:
-        raise ValueError(f"level={level!r}; allowed values: a number in (0, 1)")
-    if not (isinstance(n_boot, int) and n_boot >= 100):
-        raise ValueError(f"n_boot={n_boot!r}; allowed values: an integer >= 100")
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_boot, n), generator=gen)
-
-    def finite_or_inf(v: float) -> float:
-        return v if math.isfinite(v) else math.inf
-
-    values = torch.tensor(
-        sorted(finite_or_inf(float(statistic(*(a[i] for a in arms)))) for i in idx),
-        dtype=torch.float64,
-    )
-    lo = values[int(math.floor((0.5 - level / 2) * (n_boot - 1)))].item()  # order statistics:
-    hi = values[int(math.ceil((0.5 + level / 2) * (n_boot - 1)))].item()  # no inf - inf = nan
-    point = finite_or_inf(float(statistic(*arms)))
-    return Interval(point, lo, hi, level, "bootstrap", n)
 
 
 def median(values: torch.Tensor) -> float:
