@@ -9,10 +9,10 @@ from torch import nn
 from adaedu.exercises import puigcerver2023 as ex
 from adaedu.modular.digits_moe import (
     evaluate_vit,
-    load_digit_split,
+    load_canvas_digits,
     make_vit,
     method_kwargs,
-    run_comparison,
+    run_stream_comparison,
 )
 from adaedu.modular.vit import TinyViT, ViTConfig, patch_grid, patchify
 from adaedu.moe.dispatch import soft_dispatch
@@ -90,19 +90,23 @@ def test_top1_with_capacity_drops_when_routing_is_uneven():
     assert math.isnan(ev.max_dispatch_deviation)
 
 
-def test_run_comparison_measures_flops_and_params():
-    data = load_digit_split()
-    assert len(data.y_train) + len(data.y_test) == 1797
-    assert abs(float(data.x_train.mean())) < 1e-4
-    small = type(data)(data.x_train[:256], data.y_train[:256], data.x_test[:64], data.y_test[:64])
-    res = run_comparison(
-        small, CFG, [("dense", 1), ("soft", 1)], seeds=1, epochs=1, moe_layers=(1,)
-    )
-    dense, soft = res
-    assert 0.0 <= dense.evaluation.accuracy <= 1.0
+def test_run_stream_comparison_measures_and_runs_the_same_in_worker_processes():
+    data = load_canvas_digits()
+    small = type(data)(data.x_train[:256], data.y_train[:256], data.x_test[:32], data.y_test[:32])
+    cfg = ViTConfig(image_size=10, patch=2, d_model=16, n_layers=2, n_heads=2, d_ff=16)
+    kw = dict(seeds=[3, 4], steps=3, noise=0.3, test_copies=1, moe_layers=(1,), batch_size=8)
+    settings = [("dense", 1), ("soft", 1)]
+    serial, _ = run_stream_comparison(small, cfg, settings, n_experts=5, **kw)
+    dense, soft = serial[0], serial[2]
     assert dense.flops_per_image > 0 and soft.flops_per_image > dense.flops_per_image
-    assert soft.parameters > dense.parameters
-    assert soft.active_parameters <= soft.parameters
+    assert soft.parameters > dense.parameters and soft.active_parameters <= soft.parameters
+    parallel, _ = run_stream_comparison(small, cfg, settings, n_experts=5, workers=2, **kw)
+    for a, b in zip(serial, parallel, strict=True):  # independent seeded runs: identical results
+        assert (a.method, a.seed) == (b.method, b.seed) and torch.equal(a.correct, b.correct)
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="workers"):
+        run_stream_comparison(small, cfg, settings, workers=0, **kw)
 
 
 def test_q2_reference_matches_the_library_soft_moe():

@@ -195,3 +195,30 @@ def test_q3_checker() -> None:
 
     for wrong in (busy_only, importance):
         assert not ex.q3.run_check(wrong).passed
+
+
+def test_train_specs_gives_the_serial_results_from_worker_processes():
+    from adaedu.data import text_corpus
+    from adaedu.lm.training import validation_batches
+    from adaedu.moe.expert_choice_experiments import MoELMSpec, make_moe_lm, train_specs
+
+    corpus = text_corpus()
+    val = validation_batches(text_corpus(split="validation"), 1, 4, 16, seed=3)
+    tasks = [
+        (MoELMSpec("top1", "sequence", alpha=0.01), 1),
+        (MoELMSpec("expert_choice", "position"), 2),
+    ]
+    kw = dict(
+        model_kw=dict(d_model=16, n_layers=1, n_heads=2, block_size=16, d_hidden=16, n_experts=4),
+        train_kw=dict(steps=3, batch_size=4, block_size=16, eval_every=2),
+    )
+    serial = train_specs(tasks, corpus, val, **kw)
+    parallel = train_specs(tasks, corpus, val, workers=2, **kw)
+    for a, b, (spec, seed) in zip(serial, parallel, tasks, strict=True):
+        assert (a.spec, a.seed) == (b.spec, b.seed) == (spec, seed)
+        assert a.eval.loss == b.eval.loss and a.run.val_loss == b.run.val_loss
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    model = make_moe_lm(tasks[0][0], corpus.tokenizer.vocab_size, **kw["model_kw"])
+    model.load_state_dict(serial[0].state)  # the weights rebuild the trained model
+    with pytest.raises(ValueError, match="tasks"):
+        train_specs([], corpus, val, **kw)

@@ -8,6 +8,7 @@ Used by notebook 4.2 only; the models and the training loop live in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -20,6 +21,7 @@ from adaedu.halting.universal import (
     evaluate_lengths,
     train_to_bar,
 )
+from adaedu.parallel import map_runs
 
 
 @dataclass(frozen=True)
@@ -112,19 +114,12 @@ def run_seed(seed: int, cfg: Config) -> SeedResult:
 
 
 def run_seeds(seeds: list[int], cfg: Config, workers: int = 1) -> list[SeedResult]:
-    """:func:`run_seed` for every seed, in ``workers`` parallel processes (one CPU thread each;
-    the results do not depend on ``workers``)."""
+    """:func:`run_seed` for every seed, in ``workers`` parallel processes
+    (:func:`adaedu.parallel.map_runs`; one CPU thread each; the results do not depend on
+    ``workers``)."""
     if not seeds:
         raise ValueError("seeds is empty; allowed values: one or more integers")
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r}; allowed values: an integer >= 1")
-    if workers == 1 or len(seeds) == 1:
-        return [run_seed(s, cfg) for s in seeds]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(run_seed, seeds, [cfg] * len(seeds)))
+    return map_runs(partial(run_seed, cfg=cfg), seeds, workers=workers)
 
 
 def load_models(result: SeedResult, cfg: Config) -> tuple[UniversalTransformer, VanillaEncoder]:

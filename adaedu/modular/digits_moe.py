@@ -4,14 +4,13 @@ Puigcerver, Riquelme, Mustafa & Houlsby (2023), *From Sparse to Soft Mixtures of
 https://arxiv.org/abs/2308.00951, compare Soft MoE with token choice, expert choice and dense
 ViTs at matched compute. This module runs that comparison at laptop scale:
 
-- :func:`load_digit_split`  the 1797 bundled digits, a fixed stratified train/test split;
 - :data:`METHODS` and :func:`make_ffn_factory` the FFN of each method, by name;
-- :func:`train_vit` / :func:`evaluate_vit`     training and the measurements (accuracy, dropped
-  tokens, how far the Soft MoE dispatch columns are from summing to 1);
 - :func:`load_canvas_digits`, :func:`shift_digits`, :func:`shifted_test_set`,
   :func:`train_vit_stream`, :func:`run_stream_comparison`  the notebook's pretraining-like regime:
   every step draws fresh random shifts of the training digits into a larger canvas, plus pixel
-  noise, so that the models under-fit a stream instead of memorising 1347 images.
+  noise, so that the models under-fit a stream instead of memorising 1347 images;
+- :func:`evaluate_vit` the measurements (accuracy, dropped tokens, how far the Soft MoE dispatch
+  columns are from summing to 1).
 
 Compute is counted in *expert applications per token* ("multiplier" m): a dense MLP of width
 m h, top-m token choice, expert choice with capacity factor m, or Soft MoE with m n slots for
@@ -21,13 +20,11 @@ n tokens all run about m expert-sized MLPs per token (before tokens are dropped)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from adaedu.data import load_digits_split
 from adaedu.modular.vit import TinyViT, ViTConfig, classification_loss
 from adaedu.moe.experts import make_expert
 from adaedu.moe.layer import MoEFeedForward, make_moe
@@ -51,12 +48,6 @@ class DigitSplit:
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
-
-
-def load_digit_split(test_fraction: float = 0.25, seed: int = 0) -> DigitSplit:
-    """sklearn's bundled 8x8 digits (1797 images, pixel values 0-16), split stratified by class;
-    pixels standardised with the training set's mean and std."""
-    return DigitSplit(*load_digits_split(test_fraction, seed, images=True))
 
 
 def method_kwargs(method: str, multiplier: int, n_tokens: int, n_experts: int) -> dict:
@@ -168,55 +159,6 @@ def make_vit(
     )
 
 
-def _batches(n: int, batch_size: int, seed: int) -> Iterator[Tensor]:
-    """Index batches: a fresh random permutation every epoch (the last partial batch dropped)."""
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
-
-
-def train_vit(
-    model: TinyViT,
-    data: DigitSplit,
-    *,
-    epochs: int,
-    batch_size: int = 128,
-    lr: float = 5e-3,
-    seed: int = 0,
-) -> History:
-    """AdamW with a cosine learning-rate decay on cross-entropy + the MoE auxiliary losses."""
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}; allowed values: an integer >= 1")
-    n = len(data.y_train)
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size={batch_size!r}; allowed values: 1..{n}")
-    device = next(model.parameters()).device
-    x, y = data.x_train.to(device), data.y_train.to(device)
-    steps = epochs * (n // batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    batches = _batches(n, batch_size, seed)
-
-    def next_batch(step: int) -> tuple[Tensor, Tensor]:
-        for group in optimizer.param_groups:  # cosine decay from lr to 0 over the run
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
-        idx = next(batches)
-        idx = idx.to(device)
-        return x[idx], y[idx]
-
-    history = train(
-        model,
-        lambda m, batch: classification_loss(m, *batch),
-        next_batch,
-        steps=steps,
-        optimizer=optimizer,
-        log_every=max(1, steps // 50),
-        progress=False,
-    )
-    return history
-
-
 @dataclass
 class Evaluation:
     """Measurements of one trained model on the test set."""
@@ -263,7 +205,7 @@ def moe_layers_of(model: nn.Module) -> list[MoEFeedForward]:
 
 @dataclass
 class RunResult:
-    """One trained model of :func:`run_comparison` and what was measured on it."""
+    """One trained model of :func:`run_stream_comparison` and what was measured on it."""
 
     method: str
     multiplier: int
@@ -274,58 +216,14 @@ class RunResult:
     active_parameters: float  # used per token in the test forward pass
     seconds: float  # training time
     model: TinyViT
-    correct: Tensor | None = None  # per test image (run_stream_comparison), for a bootstrap
-
-
-def run_comparison(
-    data: DigitSplit,
-    config: ViTConfig,
-    settings: list[tuple[str, int]],
-    *,
-    seeds: int,
-    epochs: int,
-    n_experts: int = 4,
-    moe_layers: tuple[int, ...] = (2, 3),
-    device: torch.device | str = "cpu",
-    **train_kwargs,
-) -> list[RunResult]:
-    """Train one ViT per (method, multiplier) in ``settings`` and seed 0..seeds-1, with the same
-    data order per seed, and measure each on the test set."""
-    from adaedu.compute import active_parameters, count_parameters, forward_flops
-    from adaedu.device import seed_everything
-
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r}; allowed values: an integer >= 1")
-    results = []
-    x_test = data.x_test.to(device)
-    for method, multiplier in settings:
-        for seed in range(seeds):
-            seed_everything(seed)
-            model = make_vit(method, multiplier, config, n_experts, moe_layers).to(device)
-            history = train_vit(model, data, epochs=epochs, seed=seed, **train_kwargs)
-            evaluation = evaluate_vit(model, data.x_test, data.y_test)
-            flops = forward_flops(model, x_test)
-            results.append(
-                RunResult(
-                    method,
-                    multiplier,
-                    seed,
-                    evaluation,
-                    flops,
-                    count_parameters(model),
-                    active_parameters(model),
-                    history.seconds,
-                    model,
-                )
-            )
-    return results
+    correct: Tensor | None = None  # per test image, for a bootstrap by image
 
 
 # --- the pretraining-like regime: a stream of freshly shifted, noisy digits -------------------
 
 
 def load_canvas_digits(test_fraction: float = 0.25, seed: int = 0) -> DigitSplit:
-    """sklearn's bundled 8x8 digits split stratified by class exactly as :func:`load_digit_split`
+    """sklearn's bundled 8x8 digits (1797 images, pixel values 0-16), split stratified by class
     (1347 training and 450 test images at 0.25): the base images that :func:`shift_digits` pastes
     into a larger zero canvas. Pixels are divided by the training pixels' standard deviation, not
     centred, so that the background stays 0, the value of the canvas around a digit."""
@@ -408,7 +306,9 @@ def train_vit_stream(
         raise ValueError(f"batch_size={batch_size!r}; allowed values: an integer >= 1")
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(  # foreach: one kernel per step for all tensors, less overhead
+        model.parameters(), lr=lr, weight_decay=0.01, foreach=True
+    )
     n = len(data.y_train)
 
     def next_batch(step: int) -> tuple[Tensor, Tensor]:
@@ -442,6 +342,53 @@ def correct_per_image(model: TinyViT, images: Tensor, labels: Tensor, chunk: int
     return torch.cat(out)
 
 
+def _stream_run(
+    task: tuple[str, int, int],
+    data: DigitSplit,
+    config: ViTConfig,
+    test: tuple[Tensor, Tensor, Tensor],
+    probe: int,
+    n_experts: int,
+    moe_layers: tuple[int, ...],
+    steps: int,
+    noise: float,
+    device: torch.device | str,
+    train_kwargs: dict,
+) -> RunResult:
+    """One (method, multiplier, seed) of :func:`run_stream_comparison`: seeded from scratch, so
+    its result does not depend on what ran before it or in which process."""
+    from adaedu.compute import active_parameters, count_parameters, forward_flops
+    from adaedu.device import seed_everything
+
+    method, multiplier, seed = task
+    x_probe, y_probe = test[0][:probe], test[1][:probe]
+    seed_everything(seed)
+    model = make_vit(method, multiplier, config, n_experts, moe_layers).to(device)
+    history = train_vit_stream(
+        model, data, steps=steps, canvas=config.image_size, noise=noise, seed=seed, **train_kwargs
+    )
+    correct = correct_per_image(model, test[0], test[1])
+    probe_eval = evaluate_vit(model, x_probe, y_probe)
+    evaluation = Evaluation(
+        float(correct.float().mean()),
+        probe_eval.dropped_fraction,
+        probe_eval.max_dispatch_deviation,
+        probe_eval.min_dispatch,
+    )
+    return RunResult(
+        method,
+        multiplier,
+        seed,
+        evaluation,
+        forward_flops(model, x_probe.to(device)),
+        count_parameters(model),
+        active_parameters(model),
+        history.seconds,
+        model,
+        correct,
+    )
+
+
 def run_stream_comparison(
     data: DigitSplit,
     config: ViTConfig,
@@ -455,6 +402,7 @@ def run_stream_comparison(
     moe_layers: tuple[int, ...] = (2, 3),
     device: torch.device | str = "cpu",
     probe: int = 256,
+    workers: int = 1,
     **train_kwargs,
 ) -> tuple[list[RunResult], tuple[Tensor, Tensor, Tensor]]:
     """Train one ViT per (method, multiplier) in ``settings`` and seed in ``seeds`` on the stream
@@ -462,46 +410,43 @@ def run_stream_comparison(
     initialisation seed for every setting of one seed (paired runs); measure each on the shifted
     test set of :func:`shifted_test_set` (``test_copies`` per held-out digit, test seed 12345).
     Accuracy is on the whole test set; dropped tokens, dispatch sums and FLOPs on its first
-    ``probe`` images. Returns the runs and the test set ``(images, labels, base index)``."""
-    from adaedu.compute import active_parameters, count_parameters, forward_flops
-    from adaedu.device import seed_everything
+    ``probe`` images. Returns the runs (in settings-then-seeds order) and the test set
+    ``(images, labels, base index)``.
+
+    ``workers`` > 1 trains that many runs at once in separate processes
+    (:func:`adaedu.parallel.map_runs`; CPU only, each with the calling process's thread count).
+    The runs are independent and seeded from scratch, so the results are those of the serial
+    loop, in the same order; only the wall time changes."""
+    from functools import partial
+
+    from adaedu.parallel import map_runs
 
     if not seeds:
         raise ValueError("seeds is empty; allowed values: a list of integer seeds")
-    canvas = config.image_size
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r}; allowed values: an integer >= 1")
+    if workers > 1 and torch.device(device).type != "cpu":
+        raise ValueError(f"workers={workers}; allowed values: 1 on {device} (processes: CPU only)")
     test = shifted_test_set(
-        data.x_test, data.y_test, copies=test_copies, canvas=canvas, noise=noise, seed=12345
+        data.x_test,
+        data.y_test,
+        copies=test_copies,
+        canvas=config.image_size,
+        noise=noise,
+        seed=12345,
     )
-    x_probe, y_probe = test[0][:probe], test[1][:probe]
-    results = []
-    for method, multiplier in settings:
-        for seed in seeds:
-            seed_everything(seed)
-            model = make_vit(method, multiplier, config, n_experts, moe_layers).to(device)
-            history = train_vit_stream(
-                model, data, steps=steps, canvas=canvas, noise=noise, seed=seed, **train_kwargs
-            )
-            correct = correct_per_image(model, test[0], test[1])
-            probe_eval = evaluate_vit(model, x_probe, y_probe)
-            evaluation = Evaluation(
-                float(correct.float().mean()),
-                probe_eval.dropped_fraction,
-                probe_eval.max_dispatch_deviation,
-                probe_eval.min_dispatch,
-            )
-            flops = forward_flops(model, x_probe.to(device))
-            results.append(
-                RunResult(
-                    method,
-                    multiplier,
-                    seed,
-                    evaluation,
-                    flops,
-                    count_parameters(model),
-                    active_parameters(model),
-                    history.seconds,
-                    model,
-                    correct,
-                )
-            )
-    return results, test
+    tasks = [(method, m, seed) for method, m in settings for seed in seeds]
+    run = partial(
+        _stream_run,
+        data=data,
+        config=config,
+        test=test,
+        probe=probe,
+        n_experts=n_experts,
+        moe_layers=moe_layers,
+        steps=steps,
+        noise=noise,
+        device=device,
+        train_kwargs=train_kwargs,
+    )
+    return map_runs(run, tasks, workers=workers, threads=torch.get_num_threads()), test

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -273,3 +274,64 @@ def top1_max_mean_load(logits: Tensor) -> float:
         raise ValueError("logits must be a 2-d tensor (tokens N, experts E)")
     counts = torch.bincount(logits.argmax(dim=-1), minlength=logits.shape[1]).float()
     return float(counts.max() / counts.mean())
+
+
+@dataclass
+class SpecRun:
+    """One trained LM of the comparison (:func:`train_specs`): its spec and seed, the training
+    run (history and validation curve), the validation after training, and the trained weights
+    (``make_moe_lm(spec, ...)`` + ``load_state_dict`` rebuilds the model)."""
+
+    spec: MoELMSpec
+    seed: int
+    run: Any  # adaedu.lm.training.LMRun
+    eval: Any  # adaedu.lm.training.LMEval
+    state: dict = field(repr=False, default_factory=dict)
+
+
+def _train_spec(
+    task: tuple[MoELMSpec, int],
+    corpus: Any,
+    val_batches: Sequence[Sequence[Tensor]],
+    model_kw: dict,
+    train_kw: dict,
+) -> SpecRun:
+    """One (spec, seed): seeded from scratch, trained by the course's LM loop, validated."""
+    from adaedu.device import seed_everything
+    from adaedu.lm.training import evaluate_lm, train_lm
+
+    spec, seed = task
+    seed_everything(seed)
+    device = val_batches[0][0].device
+    model = make_moe_lm(spec, corpus.tokenizer.vocab_size, **model_kw).to(device)
+    run = train_lm(model, corpus, seed=seed, val_batches=val_batches, **train_kw)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    return SpecRun(spec, seed, run, evaluate_lm(model, val_batches), state)
+
+
+def train_specs(
+    tasks: Sequence[tuple[MoELMSpec, int]],
+    corpus: Any,
+    val_batches: Sequence[Sequence[Tensor]],
+    *,
+    model_kw: dict,
+    train_kw: dict,
+    workers: int = 1,
+) -> list[SpecRun]:
+    """Train one LM per (spec, seed) in ``tasks`` with :func:`adaedu.lm.training.train_lm`
+    (``train_kw``: steps, batch and block size, optimizer, eval_every; the stream is fixed by the
+    seed) on ``corpus`` and validate it on ``val_batches``, in ``workers`` processes
+    (:func:`adaedu.parallel.map_runs`, CPU only, each with this process's thread count). Every
+    run is seeded from scratch, so the results, in task order, are those of the serial loop."""
+    from functools import partial
+
+    from adaedu.parallel import map_runs
+
+    if not tasks:
+        raise ValueError("tasks is empty; allowed values: one or more (MoELMSpec, seed) pairs")
+    if workers > 1 and val_batches[0][0].device.type != "cpu":
+        raise ValueError(f"workers={workers}; allowed values: 1 on a GPU (processes: CPU only)")
+    run = partial(
+        _train_spec, corpus=corpus, val_batches=val_batches, model_kw=model_kw, train_kw=train_kw
+    )
+    return map_runs(run, list(tasks), workers=workers, threads=torch.get_num_threads())
