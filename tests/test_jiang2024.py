@@ -7,11 +7,11 @@ import torch
 
 from adaedu.compute import active_parameters, count_parameters
 from adaedu.exercises import jiang2024 as ex
+from adaedu.lm.training import lm_objective
 from adaedu.moe.mixtral import (
     MIXTRAL_8X7B,
     chance_rates,
     expert_shares,
-    mixtral_loss,
     mixtral_parameters,
     repetition_rates,
     routed_experts,
@@ -93,8 +93,8 @@ def test_tiny_mixtral_trains_and_reports_routing():
     torch.manual_seed(0)
     model = tiny_mixtral(vocab_size=20, d_model=32, n_layers=2, n_heads=2, d_hidden=32)
     idx = torch.randint(20, (3, 12))
-    loss, logs = mixtral_loss(model, (idx, idx))
-    assert loss.item() > logs["lm"]  # the balancing loss is added
+    loss, logs = lm_objective(model, (idx, idx))
+    assert loss.item() > logs["ce"]  # the balancing loss is added
     loss.backward()
     assert model.blocks[0].ffn.router.linear.weight.grad is not None
     chosen = routed_experts(model, idx)

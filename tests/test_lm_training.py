@@ -67,6 +67,29 @@ def test_same_seed_same_run_and_adamw():
     assert len(w.history.steps) == 1 and w.val_steps == []
 
 
+def test_weight_decay_is_decoupled_adamw_and_matches_a_hand_written_loop():
+    """train_lm(optimizer="adamw", weight_decay=wd, aux_loss=None) is exactly the plain loop that
+    the decoding notebooks used before: AdamW(wd) on model(x, targets=y).loss over the stream."""
+    corpus = _cycle_corpus()
+    a = _lm()
+    train_lm(a, corpus, steps=6, batch_size=4, block_size=8, optimizer="adamw",
+             weight_decay=0.5, aux_loss=None, seed=3)  # fmt: skip
+    b = _lm()
+    opt = torch.optim.AdamW(b.parameters(), lr=3e-3, weight_decay=0.5)
+    stream = corpus.batches(4, 8, seed=3)
+    for _ in range(6):
+        batch = next(stream)
+        opt.zero_grad()
+        b(batch[0], targets=batch[1]).loss.backward()
+        opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    c = _lm()
+    train_lm(c, corpus, steps=6, batch_size=4, block_size=8, optimizer="adamw", aux_loss=None,
+             seed=3)  # fmt: skip
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(), strict=True))
+
+
 class _ModeSpy(nn.Module):
     """A dense FFN that records whether it ran in training mode."""
 
@@ -134,6 +157,8 @@ def test_moe_evaluation_pools_routing_statistics_per_layer():
             "eval_every=0",
         ),
         (dict(eval_every=5), "val_batches"),
+        (dict(weight_decay=-0.1, optimizer="adamw"), "weight_decay=-0.1"),
+        (dict(weight_decay=0.01), "weight_decay=0.01 with optimizer='adam'"),
     ],
 )
 def test_bad_arguments_name_the_parameter(kwargs, name):

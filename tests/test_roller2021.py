@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from adaedu.exercises import roller2021 as ex
+from adaedu.lm.training import lm_objective
 from adaedu.moe.hashing import (
     ROUTED_KINDS,
     evaluate_routed,
@@ -17,8 +18,8 @@ from adaedu.moe.hashing import (
     max_mean,
     random_table_max_mean,
     rank_frequency,
-    routed_loss,
     token_counts,
+    train_routed_lm,
     validation_loss,
     validation_windows,
     zipf_fit,
@@ -122,7 +123,7 @@ def test_make_routed_lm_and_loss(kind):
     for m in moes:
         assert m.loss_weights["balance"] == 0 and m.loss_weights["z"] == 0
     x = torch.randint(0, V, (3, 8))
-    loss = routed_loss(model, (x, torch.randint(0, V, (3, 8))))
+    loss, _ = lm_objective(model, (x, torch.randint(0, V, (3, 8))))  # hash layers see the ids
     assert loss.ndim == 0 and torch.isfinite(loss)
     X, Y = torch.randint(0, V, (5, 8)), torch.randint(0, V, (5, 8))
     val, loads = evaluate_routed(model, X, Y, batch_size=2)
@@ -155,7 +156,7 @@ def test_switch_balancing_loss_enters_training_not_validation():
     out = model(x, targets=y)
     balance = sum(a.losses["balance"] for a in out.aux)
     assert balance.item() > 0.5 * L  # Switch eq. 4 is ~1 per layer near balance, >= 1 always
-    assert routed_loss(model, (x, y)).item() == pytest.approx(
+    assert lm_objective(model, (x, y))[0].item() == pytest.approx(
         out.loss.item() + 0.01 * balance.item(), rel=1e-5
     )
     assert validation_loss(model, (x, y)).item() == pytest.approx(out.loss.item(), rel=1e-6)
@@ -222,3 +223,26 @@ def test_q3_zipf_slope_checker():
     assert not ex.q3.run_check(linear_rank).passed
     assert "log rank" in ex.q3.run_check(linear_rank).message
     assert ex.q3.run_check(_not_implemented).implemented is False
+
+
+def test_train_routed_lm_uses_the_course_lm_loop_and_trains_hash_layers():
+    """The hash LM trains with adaedu.lm.training (the token ids reach the hash layers) and the
+    loop's curve and final loss are those of evaluate_routed; the loss falls on a corpus."""
+    from adaedu.data import TextCorpus
+
+    V, block = 12, 8
+    tokens = torch.arange(400) % V  # a deterministic cycle: easy to learn
+    corpus = TextCorpus({"cycle": tokens}, tokenizer=None, split="train")
+    X, Y = tokens[: 5 * block].view(5, block), tokens[1 : 5 * block + 1].view(5, block)
+    tables = [HashRouter.random(V, 4, seed=layer).table for layer in range(2)]
+    kw = dict(d_model=16, n_layers=2, n_heads=2, block_size=block, n_experts=4, d_expert=8)
+    torch.manual_seed(0)
+    model = make_routed_lm("random", V, tables=tables, **kw)
+    run = train_routed_lm(
+        "random", model, corpus, X, Y, steps=30, batch_size=8, lr=1e-2, eval_every=10
+    )
+    assert run.steps == [0, 10, 20, 30] and len(run.train_loss) == 30
+    assert run.val_loss[-1] < run.val_loss[0] - 0.5
+    final, loads = evaluate_routed(model, X, Y)
+    assert run.final_loss == pytest.approx(final) and run.val_loss[-1] == pytest.approx(final)
+    assert [int(x.sum()) for x in run.loads] == [X.numel()] * 2

@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 import torch
 
 from adaedu.checks import check_int
-from adaedu.claims import Interval
+from adaedu.claims import Interval, bootstrap_interval
 from adaedu.data import TextCorpus, Tokenizer
 from adaedu.decoding.beam import LMScorer, beam_search
 from adaedu.decoding.contrastive import continuation_nll, decode, diversity, repetition
 from adaedu.decoding.spelling import bleu_from_stats, bleu_stats, corpus_bleu, most_likely, variants
-from adaedu.lm import TinyLM, TinyLMConfig, lm_loss
-from adaedu.train import History, train
+from adaedu.lm import TinyLM, TinyLMConfig
+from adaedu.lm.training import train_lm
+from adaedu.train import History
 
 
-def train_lm(
+def trained_lm(
     config: TinyLMConfig,
     corpus: TextCorpus,
     *,
@@ -32,17 +33,25 @@ def train_lm(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> tuple[TinyLM, History]:
-    """A fresh TinyLM trained with AdamW (cosine-free, constant ``lr``) on random windows of
-    ``config.block_size`` tokens of ``corpus`` (domains equally weighted)."""
+    """A fresh TinyLM (initialised from ``seed``) trained by the course's LM loop
+    (:func:`adaedu.lm.training.train_lm`): AdamW with weight decay 0.01 and a constant ``lr``,
+    cross-entropy only, on random windows of ``config.block_size`` tokens of ``corpus`` (domains
+    equally weighted). Returned in eval mode, with its training history."""
     torch.manual_seed(seed)
     model = TinyLM(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    batches = corpus.batches(batch_size, config.block_size, seed=seed, device=device)
-    history = train(
-        model, lm_loss, batches, steps=steps, optimizer=opt, log_every=10, progress=False
+    run = train_lm(
+        model,
+        corpus,
+        steps=steps,
+        batch_size=batch_size,
+        block_size=config.block_size,
+        lr=lr,
+        seed=seed,
+        optimizer="adamw",
+        weight_decay=0.01,
+        aux_loss=None,
     )
-    model.eval()
-    return model, history
+    return model.eval(), run.history
 
 
 def line_prompts(
@@ -286,21 +295,10 @@ def paired_bleu_interval(
             f"{len(outputs_a)}, {len(outputs_b)} outputs and {k} references; allowed values: the "
             "same number (>= 2) of each"
         )
-    if not (isinstance(n_boot, int) and n_boot >= 100):
-        raise ValueError(f"n_boot={n_boot!r}; allowed values: an integer >= 100")
-    if not 0 < level < 1:
-        raise ValueError(f"level={level!r}; allowed values: a number in (0, 1)")
     sa = torch.tensor([bleu_stats(h, r) for h, r in zip(outputs_a, references, strict=True)])
     sb = torch.tensor([bleu_stats(h, r) for h, r in zip(outputs_b, references, strict=True)])
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, k, (n_boot, k), generator=g)
-    ta, tb = sa[idx].sum(dim=1).tolist(), sb[idx].sum(dim=1).tolist()
-    diffs = torch.tensor(
-        [bleu_from_stats(x) - bleu_from_stats(y) for x, y in zip(ta, tb, strict=True)],
-        dtype=torch.float64,
-    )
-    lo, hi = torch.quantile(
-        diffs, torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=torch.float64)
-    )
-    mean = bleu_from_stats(sa.sum(0).tolist()) - bleu_from_stats(sb.sum(0).tolist())
-    return Interval(mean, float(lo), float(hi), level, "bootstrap", k)
+
+    def bleu_difference(a: torch.Tensor, b: torch.Tensor) -> float:  # corpus BLEU of a sample
+        return bleu_from_stats(a.sum(0).tolist()) - bleu_from_stats(b.sum(0).tolist())
+
+    return bootstrap_interval(bleu_difference, [sa, sb], level=level, n_boot=n_boot, seed=seed)

@@ -9,7 +9,8 @@
 
 The MoE layers are recognised by what their FFN returns besides the output: an ``aux`` with a
 ``routing`` (:class:`adaedu.moe.layer.MoEAux`) and a ``loss`` (already weighted by the layer's
-loss weights, so a layer whose weights are all 0 adds exactly 0). A dense model has none.
+loss weights, so a layer whose weights are all 0 adds exactly 0). A dense model has none. Every
+forward pass runs inside ``routing_token_ids``, so that hash layers see the batch's token ids.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ def moe_aux_loss(aux: Sequence[Any]) -> Tensor:
     return sum(losses[1:], losses[0]) if losses else torch.zeros(())
 
 
+def _forward(model: nn.Module, x: Tensor, y: Tensor) -> Any:
+    """``model(x, targets=y)`` with the token ids ``x`` visible to every MoE layer, which hash
+    routing (Roller et al. 2021) needs; other routers ignore them."""
+    from adaedu.moe.layer import routing_token_ids  # here: adaedu.moe imports adaedu.lm
+
+    with routing_token_ids(model, x):
+        return model(x, targets=y)
+
+
 def lm_objective(
     model: nn.Module, batch: Sequence[Tensor], aux_loss: AuxLoss | None = moe_aux_loss
 ) -> tuple[Tensor, dict[str, float]]:
@@ -50,7 +60,7 @@ def lm_objective(
     ``balance`` and ``z`` (unweighted), ``dropped`` and ``max_mean_load`` (of this batch)."""
     if len(batch) < 2:
         raise ValueError(f"batch has {len(batch)} entries; allowed: (x, y, ...) with targets y")
-    out = model(batch[0], targets=batch[1])
+    out = _forward(model, batch[0], batch[1])
     loss = out.loss if aux_loss is None else out.loss + aux_loss(out.aux).to(out.loss.device)
     logs = {"ce": out.loss.item()}
     auxes = _moe_auxes(out.aux)
@@ -130,7 +140,7 @@ def evaluate_lm(model: nn.Module, batches: Sequence[Sequence[Tensor]]) -> LMEval
     model.eval()
     loss, stats, counts, z = 0.0, None, None, None
     for x, y in (b[:2] for b in batches):
-        out = model(x, targets=y)
+        out = _forward(model, x, y)
         loss += out.loss.item() / len(batches)
         auxes = _moe_auxes(out.aux)
         s = [a.stats for a in auxes]
@@ -177,14 +187,15 @@ def train_lm(
     lr: float = 3e-3,
     seed: int = 0,
     optimizer: str = "adam",
+    weight_decay: float = 0.0,
     aux_loss: AuxLoss | None = moe_aux_loss,
     log_every: int = 10,
     val_batches: Sequence[Sequence[Tensor]] | None = None,
     eval_every: int | None = None,
 ) -> LMRun:
     """Train ``model`` on a seeded stream of random windows of ``corpus`` (the same stream for
-    every model with the same ``seed``) with ``optimizer`` ("adam", or "adamw" without weight
-    decay) and :func:`lm_objective` (``aux_loss`` None: cross-entropy only). With
+    every model with the same ``seed``) with ``optimizer`` ("adam", or "adamw" with decoupled
+    ``weight_decay``, default 0) and :func:`lm_objective` (``aux_loss`` None: cross-entropy only). With
     ``eval_every`` (and ``val_batches``), the validation loss is measured at step 0 and every
     ``eval_every`` steps (and at the end): a learning curve on fixed batches."""
     for name, value in (("steps", steps), ("log_every", log_every)):
@@ -194,6 +205,13 @@ def train_lm(
         raise ValueError(f"lr={lr!r}; allowed values: a number > 0")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r}; allowed values: {', '.join(OPTIMIZERS)}")
+    if not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
+        raise ValueError(f"weight_decay={weight_decay!r}; allowed values: a number >= 0")
+    if weight_decay and optimizer != "adamw":
+        raise ValueError(
+            f"weight_decay={weight_decay!r} with optimizer={optimizer!r}; allowed values: 0, or "
+            "optimizer='adamw' (decoupled weight decay)"
+        )
     if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
         raise ValueError(f"eval_every={eval_every!r}; allowed values: None or an integer >= 1")
     if eval_every is not None and not val_batches:
@@ -201,7 +219,9 @@ def train_lm(
     device = next(model.parameters()).device
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
     opt = opt_cls(
-        model.parameters(), lr=lr, **({"weight_decay": 0.0} if optimizer == "adamw" else {})
+        model.parameters(),
+        lr=lr,
+        **({"weight_decay": weight_decay} if optimizer == "adamw" else {}),
     )
     stream = corpus.batches(batch_size, block_size, seed=seed, device=device)
     run = LMRun(History())

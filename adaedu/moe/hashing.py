@@ -13,7 +13,6 @@ and trains the small LMs the notebook compares (:func:`make_routed_lm`,
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,10 +21,10 @@ from torch import Tensor, nn
 
 from adaedu.data import TextCorpus
 from adaedu.lm.model import TinyLM, TinyLMConfig
+from adaedu.lm.training import train_lm
 from adaedu.moe.experts import make_experts
-from adaedu.moe.layer import MoEAux, MoEFeedForward, routing_token_ids
+from adaedu.moe.layer import MoEFeedForward, routing_token_ids
 from adaedu.moe.routers import HashRouter, SwitchRouter
-from adaedu.train import train
 
 ROUTED_KINDS = ("dense", "switch", "random", "balanced", "clustered")
 
@@ -202,17 +201,6 @@ def make_routed_lm(
     return TinyLM(config)
 
 
-def routed_loss(model: TinyLM, batch: Sequence[Tensor]) -> Tensor:
-    """The training loss of a batch (x, y, ...): next-token cross-entropy plus every MoE layer's
-    weighted auxiliary loss (``aux.loss``: Switch's balancing loss when its weight is > 0, else
-    0; hash layers have none), with the token ids x visible to every hash layer."""
-    with routing_token_ids(model, batch[0]):
-        out = model(batch[0], targets=batch[1])
-    return out.loss + sum(
-        (a.loss for a in out.aux if isinstance(a, MoEAux)), out.loss.new_zeros(())
-    )
-
-
 def validation_loss(model: TinyLM, batch: Sequence[Tensor]) -> Tensor:
     """Next-token cross-entropy only (nats per token, no auxiliary loss), as validation scores
     every model."""
@@ -291,32 +279,43 @@ def train_routed_lm(
     curve_windows: int | None = None,
     seed: int = 0,
 ) -> RoutedRun:
-    """Train ``model`` with AdamW on random windows of ``corpus`` (the stream is fixed by
-    ``seed``, so every model sees the same batches). Every ``eval_every`` steps the loss on the
-    first ``curve_windows`` validation windows (None: all) is logged for the learning curve;
-    after training, the loss and the expert loads on all of (X_val, Y_val)."""
+    """Train ``model`` with the course's LM loop (:func:`adaedu.lm.training.train_lm`: AdamW
+    without weight decay, cross-entropy + each layer's weighted auxiliary loss, random windows of
+    ``corpus`` from a stream fixed by ``seed``, so every model sees the same batches). Every
+    ``eval_every`` steps the loss on the first ``curve_windows`` validation windows (None: all)
+    is logged for the learning curve; after training, the loss and the expert loads on all of
+    (X_val, Y_val)."""
     if not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every={eval_every!r}; allowed values: an integer >= 1")
     if curve_windows is not None and not (isinstance(curve_windows, int) and curve_windows >= 1):
         raise ValueError(f"curve_windows={curve_windows!r}; allowed values: None or an int >= 1")
-    X_curve, Y_curve = X_val[:curve_windows], Y_val[:curve_windows]
     device = next(model.parameters()).device
-    block = X_val.shape[1]
-    batches = corpus.batches(batch_size, block, seed=seed, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    run = RoutedRun(name, model)
-    start, done = time.perf_counter(), 0
-    run.steps.append(0)
-    run.val_loss.append(evaluate_routed(model, X_curve, Y_curve)[0])
-    while done < steps:
-        chunk = min(eval_every, steps - done)
-        history = train(
-            model, routed_loss, batches, steps=chunk, optimizer=optimizer, progress=False
-        )
-        run.train_loss += history["loss"]
-        done += chunk
-        run.steps.append(done)
-        run.val_loss.append(evaluate_routed(model, X_curve, Y_curve)[0])
-    run.final_loss, run.loads = evaluate_routed(model, X_val, Y_val)
-    run.seconds = time.perf_counter() - start
-    return run
+    X_curve, Y_curve = X_val[:curve_windows], Y_val[:curve_windows]
+    curve = [  # the curve's windows in batches of 64, as evaluate_routed reads them
+        (X_curve[i : i + 64].to(device), Y_curve[i : i + 64].to(device))
+        for i in range(0, len(X_curve), 64)
+    ]
+    lm = train_lm(
+        model,
+        corpus,
+        steps=steps,
+        batch_size=batch_size,
+        block_size=X_val.shape[1],
+        lr=lr,
+        seed=seed,
+        optimizer="adamw",
+        log_every=1,
+        val_batches=curve,
+        eval_every=eval_every,
+    )
+    final_loss, loads = evaluate_routed(model, X_val, Y_val)
+    return RoutedRun(
+        name,
+        model,
+        steps=lm.val_steps,
+        val_loss=lm.val_loss,
+        train_loss=list(lm.history["loss"]),
+        final_loss=final_loss,
+        loads=loads,
+        seconds=lm.seconds,
+    )

@@ -262,8 +262,9 @@ def dense_equivalent(layer: MoEFeedForward, tokens_per_group: int | None = None)
 
 @contextmanager
 def routing_token_ids(model: nn.Module, token_ids: Tensor) -> Iterator[None]:
-    """Within the block, every :class:`MoEFeedForward` in ``model`` routes with ``token_ids``
-    (B, T): how a hash layer inside an LM whose FFN slot is called as ``ffn(x)`` sees the ids.
+    """Within the block, every :class:`MoEFeedForward` in ``model`` whose router hashes token ids
+    routes with ``token_ids`` (B, T): how a hash layer inside an LM whose FFN slot is called as
+    ``ffn(x)`` sees the ids.
 
     >>> with routing_token_ids(model, idx):  # doctest: +SKIP
     ...     logits = model(idx)
@@ -272,7 +273,9 @@ def routing_token_ids(model: nn.Module, token_ids: Tensor) -> Iterator[None]:
         raise ValueError(f"model is a {type(model).__name__}; allowed values: an nn.Module")
     if not isinstance(token_ids, Tensor) or token_ids.dim() != 2 or token_ids.is_floating_point():
         raise ValueError("token_ids must be a 2-d integer tensor (B, T)")
-    layers = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    layers = [  # only the layers that route by token id (others may regroup x, e.g. by position)
+        m for m in model.modules() if isinstance(m, MoEFeedForward) and m.router.needs_token_ids
+    ]
     for layer in layers:
         layer.token_ids = token_ids
     try:

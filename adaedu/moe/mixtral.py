@@ -3,8 +3,9 @@ its parameter accounting and the routing analysis of the paper's Section 5 (note
 
 - :data:`MIXTRAL_8X7B` and :func:`mixtral_parameters`: total and active parameters from the
   hyperparameters of Table 1 (the abstract's "47B parameters, 13B active");
-- :func:`tiny_mixtral`, :func:`mixtral_loss`: a :class:`adaedu.lm.TinyLM` whose every FFN is a
-  :class:`adaedu.moe.layer.MixtralMoE` (8 SwiGLU experts, top-2, eq. 2-3), and its training loss;
+- :func:`tiny_mixtral`: a :class:`adaedu.lm.TinyLM` whose every FFN is a
+  :class:`adaedu.moe.layer.MixtralMoE` (8 SwiGLU experts, top-2, eq. 2-3), trained by the course's
+  LM loop (:mod:`adaedu.lm.training`);
 - :func:`routed_experts`: the experts each token chose, per layer;
 - :func:`repetition_rates`, :func:`chance_rates`, :func:`uniform_chance_rates`: how often two
   consecutive tokens share experts (Table 5), and how often they would by chance;
@@ -15,7 +16,6 @@ its parameter accounting and the routing analysis of the paper's Section 5 (note
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -124,19 +124,6 @@ def tiny_mixtral(
         tie_embeddings=False,
     )
     return TinyLM(config)
-
-
-def mixtral_loss(model: TinyLM, batch: Sequence[Tensor]) -> tuple[Tensor, dict[str, float]]:
-    """Training loss for :func:`adaedu.train.train`: next-token cross-entropy plus every layer's
-    weighted auxiliary loss; logs ``lm`` (the cross-entropy alone, nats)."""
-    if not isinstance(batch, Sequence) or len(batch) < 2:
-        raise ValueError(
-            "batch must hold inputs and targets first, e.g. (x, y) or a TextBatch, of (B, T) "
-            "token-id tensors"
-        )
-    out = model(batch[0], targets=batch[1])
-    aux = sum(a.loss for a in out.aux if a is not None)
-    return out.loss + aux, {"lm": out.loss.item()}
 
 
 @torch.no_grad()
