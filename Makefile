@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adaedu)" >/dev/null
 	@touch $(STAMP)
 
+# As root (Docker, Codespaces, CI) JupyterLab refuses to start without --allow-root.
+JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 course: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ROOT)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile

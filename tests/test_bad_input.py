@@ -130,6 +130,29 @@ CASES: dict[str, list[tuple[str, Callable[[], object]]]] = {
         ("method", lambda: _claims().mean_interval([1.0, 2.0], method="magic")),
         ("n_boot", lambda: _claims().mean_interval([1.0, 2.0], method="bootstrap", n_boot=3)),
     ],
+    "adaedu.parallel.map_runs": [
+        (
+            "workers",
+            lambda: importlib.import_module("adaedu.parallel").map_runs(abs, [1], workers=0),
+        ),
+        (
+            "threads",
+            lambda: importlib.import_module("adaedu.parallel").map_runs(abs, [1], threads=0),
+        ),
+        ("fn", lambda: importlib.import_module("adaedu.parallel").map_runs(None, [1])),
+    ],
+    "adaedu.claims.bootstrap_interval": [
+        ("units", lambda: _claims().bootstrap_interval(lambda: 0.0, [])),
+        (
+            "units",
+            lambda: _claims().bootstrap_interval(lambda a, b: 0.0, [torch.rand(3), torch.rand(2)]),
+        ),
+        ("units", lambda: _claims().bootstrap_interval(lambda a: 0.0, [torch.rand(1)])),
+        ("level", lambda: _claims().bootstrap_interval(lambda a: 0.0, [torch.rand(3)], level=1.5)),
+        ("n_boot", lambda: _claims().bootstrap_interval(lambda a: 0.0, [torch.rand(3)], n_boot=5)),
+        ("statistic", lambda: _claims().bootstrap_interval("median", [torch.rand(3)])),
+        ("nan_as", lambda: _claims().bootstrap_interval(lambda a: float("nan"), [torch.rand(3)])),
+    ],
     "adaedu.claims.paired_interval": [
         ("level", lambda: _claims().paired_interval([1.0, 2.0], [0.0, 1.0], level=0.0)),
     ],
@@ -1067,9 +1090,6 @@ CASES.update(
             )
         ],
         "adaedu.moe.mixtral.hf_parity": [("k", lambda: M("adaedu.moe.mixtral").hf_parity(k=9))],
-        "adaedu.moe.mixtral.mixtral_loss": [
-            ("batch", lambda: M("adaedu.moe.mixtral").mixtral_loss(_lm(), [torch.tensor([[1, 2]])]))
-        ],
         "adaedu.moe.noisy_topk.expert_mlp": [
             ("hidden", lambda: M("adaedu.moe.noisy_topk").expert_mlp(3, 0, 2))
         ],
@@ -1248,6 +1268,14 @@ CASES.update(
                 ),
             )
         ],
+        "adaedu.moe.expert_choice_experiments.train_specs": [
+            (
+                "tasks",
+                lambda: M("adaedu.moe.expert_choice_experiments").train_specs(
+                    [], None, None, model_kw={}, train_kw={}
+                ),
+            )
+        ],
         "adaedu.moe.expert_choice_experiments.expert_choice_gates": [
             (
                 "capacity_factor",
@@ -1339,8 +1367,8 @@ CASES.update(
         "adaedu.modular.digits_moe.make_vit": [
             ("method", lambda: M("adaedu.modular.digits_moe").make_vit("magic", 1, _vit_cfg()))
         ],
-        "adaedu.modular.digits_moe.load_digit_split": [
-            ("test_fraction", lambda: M("adaedu.modular.digits_moe").load_digit_split(1.5))
+        "adaedu.modular.digits_moe.load_canvas_digits": [
+            ("test_fraction", lambda: M("adaedu.modular.digits_moe").load_canvas_digits(1.5))
         ],
         "adaedu.modular.digits_moe.shift_digits": [
             (
@@ -1471,18 +1499,6 @@ CASES.update(
                 "objective",
                 lambda: M("adaedu.precursors.local_experts").System("s", lambda: None, "magic"),
             )
-        ],
-        "adaedu.precursors.local_experts.paired_bootstrap": [
-            (
-                "level",
-                lambda: M("adaedu.precursors.local_experts").paired_bootstrap(
-                    [torch.rand(3), torch.rand(3)], lambda a, b: 0.0, level=1.5
-                ),
-            ),
-            (
-                "arms",
-                lambda: M("adaedu.precursors.local_experts").paired_bootstrap([], lambda: 0.0),
-            ),
         ],
         "adaedu.precursors.local_experts.median": [
             ("values", lambda: M("adaedu.precursors.local_experts").median(torch.empty(0)))
@@ -1630,10 +1646,6 @@ CASES.update(
         ],
         "adaedu.decoding.cascade.pareto_front": [
             ("configs", lambda: M("adaedu.decoding.cascade").pareto_front("configs"))
-        ],
-        "adaedu.decoding.cascade.bootstrap_gap": [
-            ("n_boot", lambda: M("adaedu.decoding.cascade").bootstrap_gap(torch.rand(5), n_boot=0)),
-            ("level", lambda: M("adaedu.decoding.cascade").bootstrap_gap(torch.rand(5), level=1.5)),
         ],
         "adaedu.decoding.cascade.shift_into_canvas": [
             (
@@ -1850,7 +1862,7 @@ BACKLOG_LIST: frozenset[str] = frozenset(
         "adaedu.decoding.experiments.coherence",
         "adaedu.decoding.experiments.compare_decoders",
         "adaedu.decoding.experiments.generation_report",
-        "adaedu.decoding.experiments.train_lm",
+        "adaedu.decoding.experiments.trained_lm",
         "adaedu.halting.experiments.error_by_count",
         "adaedu.halting.experiments.evaluate_parity",
         "adaedu.halting.multi_exit.run_seeds",
@@ -1866,19 +1878,15 @@ BACKLOG_LIST: frozenset[str] = frozenset(
         "adaedu.halting.ut_experiments.run_seeds",
         "adaedu.modular.digits_moe.correct_per_image",
         "adaedu.modular.digits_moe.evaluate_vit",
-        "adaedu.modular.digits_moe.load_canvas_digits",
         "adaedu.modular.digits_moe.make_ffn_factory",
         "adaedu.modular.digits_moe.moe_layers_of",
-        "adaedu.modular.digits_moe.run_comparison",
         "adaedu.modular.digits_moe.run_stream_comparison",
         "adaedu.modular.digits_moe.shifted_test_set",
-        "adaedu.modular.digits_moe.train_vit",
         "adaedu.modular.digits_moe.train_vit_stream",
         "adaedu.modular.vit.ViTBlock",
         "adaedu.moe.expert_choice_experiments.make_moe_lm",
         "adaedu.moe.expert_choice_experiments.prefix_loss",
         "adaedu.moe.hashing.evaluate_routed",
-        "adaedu.moe.hashing.routed_loss",
         "adaedu.moe.hashing.train_routed_lm",
         "adaedu.moe.hashing.validation_loss",
         "adaedu.moe.offload.cache_study",

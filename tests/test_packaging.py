@@ -81,3 +81,17 @@ def test_a_notebook_copied_out_runs_against_an_installed_wheel(tmp_path):
     nb.cells.insert(2, probe)
     course.execute(nb, elsewhere, "smoke", timeout=600, extra_env={"PYTHONPATH": str(site)})
     assert str(site) in probe.outputs[0]["text"], "the notebook did not use the installed copy"
+
+
+def test_make_course_passes_allow_root_only_as_root():
+    """JupyterLab refuses to run as root without --allow-root (Docker, Codespaces, CI)."""
+    import os
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(
+        ["make", "-n", "course"], cwd=course.ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    lab = [line for line in out.splitlines() if "jupyter lab" in line]
+    assert len(lab) == 1
+    assert ("--allow-root" in lab[0]) == (os.getuid() == 0)
