@@ -1246,6 +1246,14 @@ CASES.update(
             ("n_clusters", lambda: M("adaedu.moe.tasks").make_cluster_task(0, 3, 2)),
             ("spread", lambda: M("adaedu.moe.tasks").make_cluster_task(3, 3, 2, spread=-1.0)),
         ],
+        "adaedu.moe.tasks.run_fits": [
+            (
+                "jobs",
+                lambda: M("adaedu.moe.tasks").run_fits(
+                    [], M("adaedu.moe.tasks").make_cluster_task(3, 3, 2), None, None, fit_kw={}
+                ),
+            )
+        ],
         "adaedu.moe.tasks.fit": [
             (
                 "steps",

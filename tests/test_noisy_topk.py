@@ -470,3 +470,31 @@ def test_evaluate_in_training_mode_draws_the_gate_noise():
     assert sum(noisy_a.tokens_per_expert) == 500 * moe.k
     with pytest.raises(ValueError, match="training_mode"):
         evaluate(moe, x, y, training_mode=1)
+
+
+def test_run_fits_gives_the_serial_loop_from_worker_processes():
+    """notebook 2.1's runs: each FitJob seeds itself, so workers change nothing but the time."""
+    from adaedu.moe.tasks import FitJob, evaluate, fit, run_fits
+
+    task = make_cluster_task(4, 6, 3, seed=0)
+    x, y, _ = task.sample(64, torch.Generator().manual_seed(1))
+    jobs = [FitJob(5, 8, 4, 2, 0.1, 0.1), FitJob(6, 12)]
+    kw = dict(fit_kw=dict(steps=4, batch_size=16, lr=1e-2), train_stat_size=32)
+    serial = run_fits(jobs, task, x, y, **kw)
+    parallel = run_fits(jobs, task, x, y, workers=2, **kw)
+    for a, b in zip(serial, parallel, strict=True):
+        assert a.job == b.job and a.mse == b.mse
+        pairs = zip(a.model.parameters(), b.model.parameters(), strict=True)
+        assert all(torch.equal(p, q) for p, q in pairs)
+    moe, dense = serial
+    assert moe.stats is not None and moe.train_stats is not None
+    assert dense.stats is None and dense.train_stats is None
+    # the same as training by hand with the job's seed
+    adaedu.seed_everything(5)
+    by_hand = SparseMoE(6, 3, 8, 4, 2)
+    fit(by_hand, task, steps=4, batch_size=16, lr=1e-2, w_importance=0.1, w_load=0.1, seed=5,
+        progress=False)  # fmt: skip
+    gen = torch.Generator().manual_seed(10_005)
+    xt, yt, _ = task.sample(32, gen)
+    evaluate(by_hand, xt, yt, training_mode=True)
+    assert evaluate(by_hand, x, y)[0] == moe.mse

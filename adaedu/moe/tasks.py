@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from adaedu.moe.noisy_topk import RoutingStats, SparseMoE, routing_stats
+from adaedu.moe.noisy_topk import RoutingStats, SparseMoE, expert_mlp, routing_stats
 from adaedu.train import History, train
 
 
@@ -149,3 +149,96 @@ def evaluate(
     mse = float((model(x.to(device)) - y.to(device)).pow(2).mean())
     model.train(was_training)
     return mse, (routing_stats(model.last_route) if isinstance(model, SparseMoE) else None)
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One training run of the comparisons on a :class:`ClusterTask` (notebook 2.1): a
+    :class:`SparseMoE` (``n_experts`` experts of width ``hidden``, top ``k``, balancing weights)
+    or, with ``n_experts=0``, a dense MLP of width ``hidden``; ``seed`` seeds its weights and its
+    data stream."""
+
+    seed: int
+    hidden: int
+    n_experts: int = 0
+    k: int = 0
+    w_importance: float = 0.0
+    w_load: float = 0.0
+
+
+@dataclass
+class FitResult:
+    """What :func:`run_fits` measured for one :class:`FitJob`: the trained model, its history,
+    the held-out MSE and routing statistics (eval mode), and for a MoE with ``train_stat_size``
+    the routing statistics in training mode on fresh training examples (Table 6's protocol)."""
+
+    job: FitJob
+    model: nn.Module
+    history: History
+    mse: float
+    stats: RoutingStats | None
+    train_stats: RoutingStats | None = None
+
+
+def _run_fit(
+    job: FitJob,
+    task: ClusterTask,
+    x_test: Tensor,
+    y_test: Tensor,
+    fit_kw: dict,
+    train_stat_size: int,
+    device: torch.device | str,
+) -> FitResult:
+    from adaedu.device import seed_everything
+
+    seed_everything(job.seed)
+    d_in, d_out = task.d_in, task.d_out
+    if job.n_experts:
+        model = SparseMoE(d_in, d_out, job.hidden, job.n_experts, job.k).to(device)
+        losses = dict(w_importance=job.w_importance, w_load=job.w_load)
+    else:
+        model = expert_mlp(d_in, job.hidden, d_out).to(device)
+        losses = {}
+    history = fit(model, task, seed=job.seed, progress=False, **losses, **fit_kw)
+    train_stats = None
+    if job.n_experts and train_stat_size:
+        gen = torch.Generator().manual_seed(10_000 + job.seed)
+        x_tr, y_tr, _ = task.sample(train_stat_size, gen)
+        train_stats = evaluate(model, x_tr, y_tr, training_mode=True)[1]
+    mse, stats = evaluate(model, x_test, y_test)
+    return FitResult(job, model, history, mse, stats, train_stats)
+
+
+def run_fits(
+    jobs: list[FitJob],
+    task: ClusterTask,
+    x_test: Tensor,
+    y_test: Tensor,
+    *,
+    fit_kw: dict,
+    train_stat_size: int = 0,
+    device: torch.device | str = "cpu",
+    workers: int = 1,
+) -> list[FitResult]:
+    """Train and evaluate every job (:func:`fit`, :func:`evaluate`; ``fit_kw``: steps,
+    batch_size, lr) in ``workers`` processes (:func:`adaedu.parallel.map_runs`, CPU only, each
+    with this process's thread count). Each job seeds itself, so the results, in job order, are
+    those of the serial loop."""
+    from functools import partial
+
+    from adaedu.parallel import map_runs
+
+    if not jobs:
+        raise ValueError("jobs is empty; allowed values: one or more FitJob")
+    if workers > 1 and torch.device(device).type != "cpu":
+        raise ValueError(f"workers={workers}; allowed values: 1 on {device} (processes: CPU only)")
+    run = partial(
+        _run_fit,
+        task=task,
+        x_test=x_test,
+        y_test=y_test,
+        fit_kw=fit_kw,
+        train_stat_size=train_stat_size,
+        device=device,
+    )
+    return map_runs(run, jobs, workers=workers, threads=torch.get_num_threads())
