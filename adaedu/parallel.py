@@ -20,9 +20,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        torch.set_num_threads(threads)
+def _set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
 
 
 def map_runs(
@@ -31,12 +30,17 @@ def map_runs(
     *,
     workers: int = 1,
     threads: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> list[R]:
     """``[fn(task) for task in tasks]``, run in ``workers`` spawned processes when ``workers`` > 1
-    (each with ``threads`` torch threads; None: torch's default), else in this process. The
-    results come back in the order of ``tasks``; an exception in a run is raised here."""
+    (each with ``threads`` torch threads; None: as many as this process has), else in this
+    process. Worker processes are for runs on the CPU: with ``device`` another device,
+    ``workers`` must be 1. The results come back in the order of ``tasks``; an exception in a
+    run is raised here."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers={workers!r}; allowed values: an integer >= 1")
+    if workers > 1 and torch.device(device).type != "cpu":
+        raise ValueError(f"workers={workers}; allowed values: 1 on {device} (processes: CPU only)")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r}; allowed values: None or an integer >= 1")
     if not callable(fn):
@@ -51,6 +55,6 @@ def map_runs(
         min(workers, len(tasks)),
         mp_context=get_context("spawn"),
         initializer=_set_threads,
-        initargs=(threads,),
+        initargs=(torch.get_num_threads() if threads is None else threads,),
     ) as pool:
         return list(pool.map(fn, tasks))

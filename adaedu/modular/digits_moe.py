@@ -423,10 +423,6 @@ def run_stream_comparison(
 
     if not seeds:
         raise ValueError("seeds is empty; allowed values: a list of integer seeds")
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r}; allowed values: an integer >= 1")
-    if workers > 1 and torch.device(device).type != "cpu":
-        raise ValueError(f"workers={workers}; allowed values: 1 on {device} (processes: CPU only)")
     test = shifted_test_set(
         data.x_test,
         data.y_test,
@@ -449,4 +445,4 @@ def run_stream_comparison(
         device=device,
         train_kwargs=train_kwargs,
     )
-    return map_runs(run, tasks, workers=workers, threads=torch.get_num_threads()), test
+    return map_runs(run, tasks, workers=workers, device=device), test

@@ -329,9 +329,7 @@ def train_specs(
 
     if not tasks:
         raise ValueError("tasks is empty; allowed values: one or more (MoELMSpec, seed) pairs")
-    if workers > 1 and val_batches[0][0].device.type != "cpu":
-        raise ValueError(f"workers={workers}; allowed values: 1 on a GPU (processes: CPU only)")
     run = partial(
         _train_spec, corpus=corpus, val_batches=val_batches, model_kw=model_kw, train_kw=train_kw
     )
-    return map_runs(run, list(tasks), workers=workers, threads=torch.get_num_threads())
+    return map_runs(run, list(tasks), workers=workers, device=val_batches[0][0].device)

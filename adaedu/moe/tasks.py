@@ -230,8 +230,6 @@ def run_fits(
 
     if not jobs:
         raise ValueError("jobs is empty; allowed values: one or more FitJob")
-    if workers > 1 and torch.device(device).type != "cpu":
-        raise ValueError(f"workers={workers}; allowed values: 1 on {device} (processes: CPU only)")
     run = partial(
         _run_fit,
         task=task,
@@ -241,4 +239,4 @@ def run_fits(
         train_stat_size=train_stat_size,
         device=device,
     )
-    return map_runs(run, jobs, workers=workers, threads=torch.get_num_threads())
+    return map_runs(run, jobs, workers=workers, device=device)
