@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help course test lint format notebooks results student lock clean benchmark-moe benchmark-speculative
+.PHONY: help course test lint format notebooks results student site gpu browser lock clean benchmark-moe benchmark-speculative
 
 help:
 	@echo "make course     set up .venv (pinned), install adaedu, open JupyterLab on notebooks/"
@@ -12,6 +12,8 @@ help:
 	@echo "make notebooks  re-execute every notebook in the cpu profile and regenerate RESULTS.md"
 	@echo "make results    regenerate RESULTS.md and the README's notebook table from results/cpu"
 	@echo "make student    write student copies (solutions removed) to student/"
+	@echo "make gpu        on a CUDA GPU: every notebook in the gpu profile, records in results/gpu/"
+	@echo "make site       build the course website (offline, from the committed notebooks) into build/site/html"
 	@echo "make format     apply ruff's formatting and safe fixes"
 	@echo "make lock       re-pin requirements/constraints.txt from the current .venv"
 	@echo "make benchmark-moe  time adaedu's MoE dispatch against loops and HF's Mixtral block (docs/benchmarks.md)"
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "adaedu needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[course,dev,parity]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[course,dev,parity,site,browser]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adaedu)" >/dev/null
 	@touch $(STAMP)
 
@@ -31,8 +33,13 @@ JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 course: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ROOT)
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The browser tests drive the system's Chromium; as root on Debian / Ubuntu it is installed here
+# where it is missing (elsewhere the script says how, and the tests skip unless CI=true).
+browser:
+	@bash scripts/ensure_browser.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -50,6 +57,12 @@ results: $(STAMP)
 
 student: $(STAMP)
 	$(BIN)/adaedu student -o student
+
+gpu: $(STAMP)
+	$(BIN)/adaedu gpu
+
+site: $(STAMP)
+	$(BIN)/adaedu site
 
 lock: $(STAMP)
 	bash scripts/lock.sh

@@ -1,13 +1,19 @@
-"""Course maintenance commands: ``adaedu run | results | student | sync-repo``.
+"""Course maintenance commands: ``adaedu run | gpu | results | student | grade | site | sync-repo``.
 
 - ``adaedu run [NOTEBOOK...]`` re-executes notebooks top to bottom in a fresh kernel, first in the
   smoke profile (timed, discarded), then in the cpu profile (saved, with the hash of the code
   cells and the run times in the notebook metadata), then regenerates the results table.
+- ``adaedu gpu [NOTEBOOK...]`` executes notebooks in the gpu profile on a CUDA GPU and records
+  their claims and run times under ``results/gpu/`` (the committed notebooks stay as they are).
 - ``adaedu results`` regenerates RESULTS.md and the notebook table of README.md from
   ``results/cpu/*.json`` and the notebooks' metadata.
 - ``adaedu student [NOTEBOOK...] -o DIR`` writes student copies: every solution region
   (``### BEGIN SOLUTION`` .. ``### END SOLUTION``) becomes ``raise NotImplementedError()``,
   outputs are cleared, checkers stay. (``nbgrader generate_assignment`` gives the same result.)
+- ``adaedu grade SUBMISSIONS/`` runs the exercises of submitted notebooks with the course's
+  checkers and writes a grade table (:mod:`adaedu.grading`).
+- ``adaedu site [-o DIR]`` builds the course website from the committed notebooks
+  (:mod:`adaedu.site`), without re-executing them.
 - ``adaedu sync-repo`` writes the repository location from ``pyproject.toml``
   (``[tool.adaedu] repository``) into every notebook's Colab badge and setup cell.
 """
@@ -127,6 +133,52 @@ def run(paths: list[Path], smoke: bool = True) -> None:
         nbformat.write(nb, path)
         print(f"{path.name}: cpu {seconds:.1f} s", flush=True)
     results()
+
+
+def run_gpu(
+    paths: list[Path],
+    out: Path | None = None,
+    *,
+    results: Path | None = None,
+    require_cuda: bool = True,
+) -> Path:
+    """Execute ``paths`` in the gpu profile, one after the other, each in a fresh kernel, and
+    record what they measured: every notebook's claims in ``results/gpu/<id>.json`` (written by
+    the notebook itself) and the run times in ``results/gpu/run_times.json``. The executed
+    notebooks go to ``out`` (default ``build/gpu``); the committed cpu notebooks are not touched.
+    ``results`` is the results folder (default the repository's ``results/``).
+    Refuses to start without CUDA unless ``require_cuda`` is False (the tests' way to check the
+    command on a CPU with a small notebook)."""
+    import torch
+
+    if require_cuda and not torch.cuda.is_available():
+        raise RuntimeError(
+            "the gpu profile needs a CUDA GPU and torch.cuda.is_available() is False here; run "
+            "it on a machine with one (make gpu), or use the cpu profile (make notebooks)"
+        )
+    out = Path(out) if out is not None else ROOT / "build" / "gpu"
+    out.mkdir(parents=True, exist_ok=True)
+    results = Path(results) if results is not None else ROOT / "results"
+    record = results / "gpu" / "run_times.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    times = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    total = 0.0
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        seconds = execute(nb, path.parent, "gpu", extra_env={"ADAEDU_RESULTS_DIR": str(results)})
+        nbformat.write(nb, out / path.name)
+        total += seconds
+        times[notebook_id(path)] = {
+            "gpu_seconds": round(seconds, 1),
+            "code_sha256": code_sha256(nb),
+            "device": device,
+            "torch": torch.__version__,
+        }
+        record.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"{path.name}: gpu {seconds:.1f} s", flush=True)
+    print(f"total {total / 60:.1f} min on {device}; records in {record.parent}", flush=True)
+    return record
 
 
 # --- results table ------------------------------------------------------------------------------
@@ -407,6 +459,22 @@ def main(argv: list[str] | None = None) -> int:
     p_student.add_argument("notebooks", nargs="*", type=Path)
     p_student.add_argument("-o", "--out", type=Path, default=ROOT / "student")
     sub.add_parser("sync-repo", help="write the repository location into badges and setup cells")
+    p_gpu = sub.add_parser(
+        "gpu", help="execute notebooks in the gpu profile (needs CUDA) and record results/gpu/"
+    )
+    p_gpu.add_argument("notebooks", nargs="*", type=Path)
+    p_gpu.add_argument("-o", "--out", type=Path, help="where the executed notebooks go")
+    p_grade = sub.add_parser(
+        "grade", help="grade submitted notebooks: run their exercises and the course's checkers"
+    )
+    p_grade.add_argument("submissions", type=Path, help="a folder: LEARNER/NOTEBOOK.ipynb")
+    p_grade.add_argument("-o", "--out", type=Path, help="where to write grades.csv and grades.md")
+    p_grade.add_argument("--timeout", type=float, default=30.0, help="seconds per cell and check")
+    p_site = sub.add_parser(
+        "site", help="build the course website from the committed notebooks (no re-execution)"
+    )
+    p_site.add_argument("-o", "--out", type=Path, default=ROOT / "build" / "site")
+    p_site.add_argument("--strict", action="store_true", help="fail on any Sphinx warning")
     args = parser.parse_args(argv)
     paths = [p.resolve() for p in getattr(args, "notebooks", [])] or course_notebooks()
     for p in paths:
@@ -419,6 +487,36 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "student":
         for target in student(paths, args.out):
             print(f"wrote {target}")
+    elif args.command == "gpu":
+        try:
+            run_gpu(paths, args.out)
+        except RuntimeError as exc:
+            print(f"adaedu gpu: {exc}", file=sys.stderr)
+            return 2
+    elif args.command == "grade":
+        from adaedu.grading import grade, totals, write_tables
+
+        if not args.submissions.is_dir():
+            parser.error(f"submissions={args.submissions}: not a folder")
+        rows = grade(args.submissions, timeout=args.timeout)
+        csv_path, md_path = write_tables(rows, args.out or args.submissions)
+        for learner, (right, total) in totals(rows).items():
+            print(f"{learner}: {right} / {total} correct")
+        print(f"wrote {csv_path} and {md_path}")
+    elif args.command == "site":
+        from adaedu.site import build_site
+
+        try:
+            built = build_site(args.out, strict=args.strict)
+        except (ValueError, RuntimeError, ModuleNotFoundError) as exc:
+            print(f"adaedu site: {exc}", file=sys.stderr)
+            return 2
+        for line in built.warnings:
+            print(line)
+        print(
+            f"built {len(built.pages)} pages ({len(built.notebooks)} notebooks) in "
+            f"{built.seconds:.1f} s: open {built.html / 'index.html'}"
+        )
     elif args.command == "sync-repo":
         for p in sync_repo(paths):
             print(f"updated {p.name}")

@@ -22,6 +22,7 @@ import math
 import pkgutil
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -1246,6 +1247,36 @@ CASES.update(
             ("n_clusters", lambda: M("adaedu.moe.tasks").make_cluster_task(0, 3, 2)),
             ("spread", lambda: M("adaedu.moe.tasks").make_cluster_task(3, 3, 2, spread=-1.0)),
         ],
+        "adaedu.grading.grade": [
+            ("submissions", lambda: M("adaedu.grading").grade("/no/such/folder")),
+            ("timeout", lambda: M("adaedu.grading").grade(".", timeout=0)),
+        ],
+        "adaedu.grading.grade_notebook": [
+            (
+                "timeout",
+                lambda: M("adaedu.grading").grade_notebook(
+                    M("adaedu.course").course_notebooks()[0],
+                    M("adaedu.course").course_notebooks()[0],
+                    "learner",
+                    timeout=-1,
+                ),
+            )
+        ],
+        "adaedu.grading.spec_of": [
+            ("nb", lambda: M("adaedu.grading").spec_of(M("nbformat").v4.new_notebook()))
+        ],
+        "adaedu.site.build_site": [
+            ("out", lambda: M("adaedu.site").build_site(M("adaedu.course").ROOT)),
+            ("out", lambda: M("adaedu.site").build_site(M("adaedu.course").ROOT / "README.md")),
+        ],
+        "adaedu.site.stage": [("src", lambda: M("adaedu.site").stage(M("adaedu.course").ROOT))],
+        "adaedu.site.part_of": [("path", lambda: M("adaedu.site").part_of("notes.ipynb"))],
+        "adaedu.site.site_notebook": [
+            (
+                "repo",
+                lambda: M("adaedu.site").site_notebook(M("nbformat").v4.new_notebook(), "no-slash"),
+            )
+        ],
         "adaedu.moe.tasks.run_fits": [
             (
                 "jobs",
@@ -1724,6 +1755,17 @@ CASES.update(
 
 #: key -> (the call on empty input, a check of its result)
 EMPTY: dict[str, tuple[Callable[[], object], Callable[[object], bool]]] = {
+    "adaedu.grading.totals": (lambda: M("adaedu.grading").totals([]), lambda t: t == {}),
+    "adaedu.grading.write_tables": (
+        lambda: M("adaedu.grading").write_tables([], Path(M("tempfile").mkdtemp())),
+        lambda paths: (
+            paths[0].read_text().count("\n") == 1 and "| learner |" in paths[1].read_text()
+        ),
+    ),
+    "adaedu.site.toc_markdown": (
+        lambda: M("adaedu.site").toc_markdown([]),
+        lambda text: text.count("{toctree}") == 1 and "RESULTS" in text,
+    ),
     "adaedu.moe.layer.MixtralMoE": (
         lambda: _mixtral()(torch.randn(0, 5, 8))[0],
         lambda y: tuple(y.shape) == (0, 5, 8),

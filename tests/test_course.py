@@ -96,3 +96,44 @@ def test_student_copy_runs_and_checkers_say_not_implemented(path, tmp_path):
     )
     n_checks = sum(bool(CHECK.search(c.source)) for c in nb.cells if c.cell_type == "code")
     assert outputs.count("not implemented yet") == n_checks
+
+
+def test_gpu_command_refuses_without_cuda_and_records_a_gpu_run(tmp_path, monkeypatch, capsys):
+    """`adaedu gpu`: without CUDA it refuses with a clear message; where it runs (here forced
+    on the CPU with a two-cell notebook) the notebook sees the gpu profile, saves its claims
+    under results/gpu/ and the run time lands in results/gpu/run_times.json, while the
+    source notebook stays as it was."""
+    import json
+
+    import nbformat
+    import torch
+
+    from adaedu.course import main, run_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["gpu"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="CUDA"):
+        run_gpu([], tmp_path / "out")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import adaedu\nfrom adaedu.claims import Claims\nprint(adaedu.profiles.current_profile())"
+        ),
+        nbformat.v4.new_code_cell(
+            "c = Claims('9.9', 'nobody')\nc.mechanism('m', 'one', measured='1', criterion='1', "
+            "holds=True)\nc.save()"
+        ),
+    ]
+    source = tmp_path / "9.9-test.ipynb"
+    nbformat.write(nb, source)
+    before = source.read_bytes()
+    record = run_gpu([source], tmp_path / "out", results=tmp_path / "results", require_cuda=False)
+    assert source.read_bytes() == before
+    executed = nbformat.read(tmp_path / "out" / source.name, as_version=4)
+    assert executed.cells[0].outputs[0]["text"].strip() == "gpu"
+    saved = json.loads((tmp_path / "results" / "gpu" / "9.9.json").read_text())
+    assert saved["profile"] == "gpu" and saved["claims"][0]["id"] == "m"
+    times = json.loads(record.read_text())
+    assert record == tmp_path / "results" / "gpu" / "run_times.json"
+    assert times["9.9"]["gpu_seconds"] > 0 and times["9.9"]["device"] == "cpu"

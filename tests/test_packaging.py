@@ -28,7 +28,9 @@ def _pyproject_requirements() -> dict[str, str]:
 def test_environment_yml_mirrors_pyproject():
     env = yaml.safe_load((course.ROOT / "environment.yml").read_text(encoding="utf-8"))
     conda = {}
-    for dep in env["dependencies"]:
+    deps = [d for d in env["dependencies"] if isinstance(d, str)]
+    deps += [d for group in env["dependencies"] if isinstance(group, dict) for d in group["pip"]]
+    for dep in deps:
         name, _, bound = re.match(r"([A-Za-z0-9_.-]+)((>=.*)?)$", dep).groups()
         if name not in ("python", "pip"):
             conda[name.lower()] = bound
