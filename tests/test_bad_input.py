@@ -1277,6 +1277,27 @@ CASES.update(
                 lambda: M("adaedu.site").site_notebook(M("nbformat").v4.new_notebook(), "no-slash"),
             )
         ],
+        "adaedu.modular.widenet.make_albert": [
+            ("config", lambda: M("adaedu.modular.widenet").make_albert(None))
+        ],
+        "adaedu.modular.widenet.make_widenet": [
+            (
+                "n_experts",
+                lambda: M("adaedu.modular.widenet").make_widenet(_vit_cfg(), n_experts=0),
+            ),
+            ("k", lambda: M("adaedu.modular.widenet").make_widenet(_vit_cfg(), n_experts=4, k=9)),
+        ],
+        "adaedu.modular.widenet.share_across_depth": [
+            (
+                "model",
+                lambda: M("adaedu.modular.widenet").share_across_depth(
+                    torch.nn.Linear(2, 2), norms=True
+                ),
+            )
+        ],
+        "adaedu.modular.widenet.shared_modules": [
+            ("model", lambda: M("adaedu.modular.widenet").shared_modules(torch.nn.Linear(2, 2)))
+        ],
         "adaedu.moe.tasks.run_fits": [
             (
                 "jobs",
