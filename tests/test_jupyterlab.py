@@ -112,17 +112,15 @@ def test_run_all_cells_and_move_a_slider(lab) -> None:
                 r.abort()
 
         page.route("**/*", route)
+        # JupyterLab may ask which kernel to start (when it is slow to find the notebook's), at
+        # any moment: accept its first offer, the course's kernel, whenever the dialog shows
+        page.add_locator_handler(
+            page.locator(".jp-Dialog .jp-mod-accept"), lambda button: button.click()
+        )
         page.goto(url)
         page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
-        # JupyterLab may ask which kernel to start (when it is slow to find the notebook's): the
-        # course's kernel is the one offered first
-        dialog = page.locator(".jp-Dialog .jp-mod-accept")
-        try:
-            dialog.wait_for(timeout=3_000)
-            dialog.click()
-        except Exception:  # no dialog: the notebook's kernel started by itself
-            pass
-        # the kernel is up when the toolbar's status says Idle
+        # the kernel is up when the toolbar names it and its status says idle
+        page.wait_for_selector(".jp-KernelName:has-text('adaedu')", timeout=60_000)
         page.wait_for_selector(
             ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
         )
@@ -132,17 +130,29 @@ def test_run_all_cells_and_move_a_slider(lab) -> None:
             arg=code_cells,
             timeout=60_000,
         )
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
-        deadline = time.monotonic() + 240
+
+        def prompts() -> list[str]:
+            return [
+                p.strip() for p in page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+            ]
+
+        def run_all() -> None:
+            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+            page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+
+        run_all()
+        deadline, started = time.monotonic() + 240, time.monotonic()
+        done: list[str] = []
         while time.monotonic() < deadline:
-            prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-            done = [p for p in prompts if p.strip().startswith("[") and p.strip()[1:-2].isdigit()]
+            now = prompts()
+            done = [p for p in now if p.startswith("[") and p[1:-2].isdigit()]
             if len(done) == code_cells:
                 break
+            if all(p == "[ ]:" for p in now) and time.monotonic() - started > 20:
+                run_all()  # the click reached a kernel that was not ready: ask once more
+                started = time.monotonic()
             time.sleep(1)
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        assert len(done) == code_cells, f"not every cell ran: {prompts}"
+        assert len(done) == code_cells, f"not every cell ran: {prompts()}"
         errors = page.locator(
             ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
         )
