@@ -1298,6 +1298,24 @@ CASES.update(
         "adaedu.modular.widenet.shared_modules": [
             ("model", lambda: M("adaedu.modular.widenet").shared_modules(torch.nn.Linear(2, 2)))
         ],
+        "adaedu.modular.widenet_experiments.build": [
+            ("name", lambda: M("adaedu.modular.widenet_experiments").build("resnet", None))
+        ],
+        "adaedu.modular.widenet_experiments.held_out": [
+            ("setup", lambda: M("adaedu.modular.widenet_experiments").held_out(None, None))
+        ],
+        "adaedu.modular.widenet_experiments.run_one": [
+            (
+                "name",
+                lambda: M("adaedu.modular.widenet_experiments").run_one(("resnet", 0), None, None),
+            )
+        ],
+        "adaedu.modular.widenet_experiments.run_comparison": [
+            (
+                "seeds",
+                lambda: M("adaedu.modular.widenet_experiments").run_comparison([], None, None),
+            )
+        ],
         "adaedu.moe.tasks.run_fits": [
             (
                 "jobs",

@@ -81,3 +81,34 @@ def test_bad_input() -> None:
         share_across_depth(torch.nn.Linear(2, 2), norms=True)
     with pytest.raises(ValueError, match="model"):
         shared_modules(torch.nn.Linear(2, 2))
+
+
+def test_run_comparison_is_paired_deterministic_and_the_same_in_parallel() -> None:
+    from adaedu.modular import widenet_experiments as wx
+    from adaedu.modular.digits_moe import load_canvas_digits
+
+    data = load_canvas_digits()
+    setup = wx.Setup(
+        config=ViTConfig(image_size=10, patch=2, d_model=8, n_layers=2, n_heads=2, d_ff=8),
+        n_experts=2,
+        k=1,
+        steps=3,
+        batch_size=8,
+        noise=0.3,
+        test_copies=1,
+    )
+    serial = wx.run_comparison([5, 6], setup, data)
+    parallel = wx.run_comparison([5, 6], setup, data, workers=2)
+    assert list(serial) == list(wx.MODELS)
+    for name in wx.MODELS:
+        assert [r.seed for r in serial[name]] == [5, 6]
+        assert [r.accuracy for r in serial[name]] == [r.accuracy for r in parallel[name]]
+        for a, b in zip(serial[name], parallel[name], strict=True):
+            assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    params = {name: serial[name][0].parameters for name in wx.MODELS}
+    assert params["ALBERT"] < params["ViT"]
+    assert params == {name: count_parameters(wx.build(name, setup)) for name in wx.MODELS}
+    with pytest.raises(ValueError, match="seeds"):
+        wx.run_comparison([], setup, data)
+    with pytest.raises(ValueError, match="name"):
+        wx.build("resnet", setup)
