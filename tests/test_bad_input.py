@@ -1316,6 +1316,20 @@ CASES.update(
                 lambda: M("adaedu.modular.widenet_experiments").run_comparison([], None, None),
             )
         ],
+        "adaedu.moe.smear.SMEARLayer": [
+            ("n_experts", lambda: M("adaedu.moe.smear").SMEARLayer(6, 10, 0)),
+            ("x", lambda: M("adaedu.moe.smear").SMEARLayer(6, 10, 2)(torch.randn(5, 6))),
+        ],
+        "adaedu.moe.smear.ensemble_output": [
+            (
+                "probs",
+                lambda: M("adaedu.moe.smear").ensemble_output(
+                    M("adaedu.moe.smear").SMEARLayer(6, 10, 2),
+                    torch.randn(2, 3, 6),
+                    torch.ones(2, 3),
+                ),
+            )
+        ],
         "adaedu.moe.tasks.run_fits": [
             (
                 "jobs",
