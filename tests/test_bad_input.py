@@ -1330,6 +1330,11 @@ CASES.update(
                 ),
             )
         ],
+        "adaedu.modular.fff.FastFeedForward": [
+            ("depth", lambda: M("adaedu.modular.fff").FastFeedForward(5, 4, -1)),
+            ("leaf_width", lambda: M("adaedu.modular.fff").FastFeedForward(5, 0, 2)),
+            ("x", lambda: M("adaedu.modular.fff").FastFeedForward(5, 4, 2)(torch.randn(3, 4))),
+        ],
         "adaedu.moe.tasks.run_fits": [
             (
                 "jobs",
