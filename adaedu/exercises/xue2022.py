@@ -15,8 +15,8 @@ from adaedu.modular.widenet import make_albert, make_widenet
 
 
 def _block_parameters(model: TinyViT) -> int:
-    """Parameters held by the blocks, each shared tensor once."""
-    return sum(p.numel() for p in {id(p): p for p in model.blocks.parameters()}.values())
+    """Parameters held by the blocks, each shared tensor once (``parameters()`` skips repeats)."""
+    return sum(p.numel() for p in model.blocks.parameters())
 
 
 def block_parameters(d_model: int, d_ff: int, n_layers: int, n_experts: int) -> tuple:

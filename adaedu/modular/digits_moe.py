@@ -272,6 +272,11 @@ def shift_digits(images: Tensor, canvas: int, gen: torch.Generator, noise: float
     return out
 
 
+#: The seed of the stream's held-out test set: every notebook on the stream (3.2, 2.4) tests on
+#: the same shifted copies.
+TEST_SEED = 12345
+
+
 def shifted_test_set(
     images: Tensor, labels: Tensor, *, copies: int, canvas: int, noise: float, seed: int = 0
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -408,7 +413,7 @@ def run_stream_comparison(
     """Train one ViT per (method, multiplier) in ``settings`` and seed in ``seeds`` on the stream
     of :func:`train_vit_stream` (canvas = ``config.image_size``), the same stream and the same
     initialisation seed for every setting of one seed (paired runs); measure each on the shifted
-    test set of :func:`shifted_test_set` (``test_copies`` per held-out digit, test seed 12345).
+    test set of :func:`shifted_test_set` (``test_copies`` per held-out digit, seed :data:`TEST_SEED`).
     Accuracy is on the whole test set; dropped tokens, dispatch sums and FLOPs on its first
     ``probe`` images. Returns the runs (in settings-then-seeds order) and the test set
     ``(images, labels, base index)``.
@@ -429,7 +434,7 @@ def run_stream_comparison(
         copies=test_copies,
         canvas=config.image_size,
         noise=noise,
-        seed=12345,
+        seed=TEST_SEED,
     )
     tasks = [(method, m, seed) for method, m in settings for seed in seeds]
     run = partial(

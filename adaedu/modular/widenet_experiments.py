@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from adaedu.modular.digits_moe import (
+    TEST_SEED,
     DigitSplit,
     correct_per_image,
     shifted_test_set,
@@ -90,7 +91,8 @@ def run_one(task: tuple[str, int], setup: Setup, data: DigitSplit) -> Run:
 
 
 def held_out(data: DigitSplit, setup: Setup) -> tuple[Tensor, Tensor, Tensor]:
-    """``setup.test_copies`` shifted, noisy copies of every held-out digit (test seed 12345)."""
+    """``setup.test_copies`` shifted, noisy copies of every held-out digit (the stream's
+    :data:`~adaedu.modular.digits_moe.TEST_SEED`, as in 3.2)."""
     if not isinstance(setup, Setup):
         raise ValueError(f"setup is a {type(setup).__name__}; allowed values: a Setup")
     return shifted_test_set(
@@ -99,7 +101,7 @@ def held_out(data: DigitSplit, setup: Setup) -> tuple[Tensor, Tensor, Tensor]:
         copies=setup.test_copies,
         canvas=setup.config.image_size,
         noise=setup.noise,
-        seed=12345,
+        seed=TEST_SEED,
     )
 
 
